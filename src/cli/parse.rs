@@ -1,0 +1,211 @@
+//! `seamwatch parse [FILES|-]`: decode files, directories (recursively), `.gz`
+//! files or stdin, print one normalized event per line as JSON on stdout, write
+//! rejected records to an optional dead-letter file, and print a summary of
+//! counts and errors per reason on stderr.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use serde::Serialize;
+
+use crate::event::{AuditEvent, DecodeStats, Decoded, Decoder, FormatHint, Limits};
+
+#[derive(Debug, Args)]
+pub struct ParseArgs {
+    /// Files or directories to read (recursively); `-` or nothing reads stdin.
+    pub inputs: Vec<PathBuf>,
+
+    /// Which log the input holds: auto, cloudtrail, azure or gcp.
+    #[arg(long, default_value = "auto")]
+    pub format: FormatHint,
+
+    /// Largest record accepted, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_record_bytes)]
+    pub max_record_bytes: usize,
+
+    /// Deepest JSON nesting accepted.
+    #[arg(long, default_value_t = Limits::default().max_depth)]
+    pub max_depth: usize,
+
+    /// Write rejected records (reason, location, raw text) here as JSON Lines.
+    #[arg(long, value_name = "FILE")]
+    pub dead_letter: Option<PathBuf>,
+
+    /// Exit with status 1 when any record was rejected.
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Print the summary only, not the events.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Serialize)]
+struct Located<'e, 'a> {
+    source: Source<'e>,
+    #[serde(flatten)]
+    event: &'e AuditEvent<'a>,
+}
+
+#[derive(Serialize)]
+struct Source<'e> {
+    file: &'e str,
+    line: u64,
+    index: u32,
+}
+
+#[derive(Serialize)]
+struct DeadLetter<'e> {
+    reason: &'static str,
+    detail: &'e str,
+    source: Source<'e>,
+    raw: std::borrow::Cow<'e, str>,
+}
+
+pub fn run(args: ParseArgs) -> anyhow::Result<ExitCode> {
+    let limits = Limits {
+        max_record_bytes: args.max_record_bytes,
+        max_depth: args.max_depth,
+        ..Limits::default()
+    };
+    let decoder = Decoder::new(args.format, limits);
+    let files = expand_inputs(&args.inputs)?;
+
+    let stdout = io::stdout().lock();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout);
+    let mut dead_letter = match &args.dead_letter {
+        Some(path) => Some(BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating dead-letter file {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let mut stats = DecodeStats::default();
+    let mut per_cloud: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut write_error: Option<io::Error> = None;
+
+    for file in &files {
+        let (name, bytes) = read_input(file)?;
+        decoder.decode(&bytes, &mut |decoded: Decoded<'_>| {
+            stats.record(&decoded);
+            if write_error.is_some() {
+                return;
+            }
+            let source = Source {
+                file: &name,
+                line: decoded.location.line,
+                index: decoded.location.index,
+            };
+            let result = match &decoded.result {
+                Ok(event) => {
+                    *per_cloud.entry(event.cloud.as_str()).or_default() += 1;
+                    if args.quiet {
+                        Ok(())
+                    } else {
+                        write_json_line(&mut out, &Located { source, event })
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(file = %name, line = source.line, reason = %error.reason, detail = %error.detail, "record rejected");
+                    match dead_letter.as_mut() {
+                        Some(dlq) => write_json_line(
+                            dlq,
+                            &DeadLetter {
+                                reason: error.reason.as_str(),
+                                detail: &error.detail,
+                                source,
+                                raw: String::from_utf8_lossy(error.raw),
+                            },
+                        ),
+                        None => Ok(()),
+                    }
+                }
+            };
+            if let Err(e) = result {
+                write_error = Some(e);
+            }
+        });
+        if let Some(e) = write_error.take() {
+            return Err(e).context("writing output");
+        }
+    }
+    out.flush().context("writing output")?;
+    if let Some(dlq) = dead_letter.as_mut() {
+        dlq.flush().context("writing dead-letter file")?;
+    }
+
+    print_summary(&stats, &per_cloud, files.len());
+    if args.strict && stats.total_errors() > 0 {
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_json_line<W: Write, T: Serialize>(out: &mut W, value: &T) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, value).map_err(io::Error::other)?;
+    out.write_all(b"\n")
+}
+
+fn print_summary(stats: &DecodeStats, per_cloud: &BTreeMap<&'static str, u64>, inputs: usize) {
+    let clouds: Vec<String> = per_cloud.iter().map(|(c, n)| format!("{c}={n}")).collect();
+    eprintln!(
+        "parsed {} events ({}) from {} input(s); {} rejected",
+        stats.events,
+        if clouds.is_empty() { "none".to_owned() } else { clouds.join(" ") },
+        inputs,
+        stats.total_errors()
+    );
+    for (reason, count) in stats.error_counts() {
+        eprintln!("  {reason:<16} {count}");
+    }
+}
+
+/// Files as given, directories walked recursively (sorted, `.json`, `.jsonl`,
+/// `.gz` and `.log` files only), `-` or nothing for stdin.
+fn expand_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    if inputs.is_empty() {
+        return Ok(vec![PathBuf::from("-")]);
+    }
+    let mut files = Vec::new();
+    for input in inputs {
+        if input.as_os_str() == "-" {
+            files.push(input.clone());
+            continue;
+        }
+        let meta = std::fs::metadata(input).with_context(|| format!("reading {}", input.display()))?;
+        if meta.is_dir() {
+            let mut found: Vec<PathBuf> = walkdir::WalkDir::new(input)
+                .follow_links(true)
+                .into_iter()
+                .filter_map(|entry| entry.ok())
+                .filter(|entry| entry.file_type().is_file() && is_log_file(entry.path()))
+                .map(|entry| entry.into_path())
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(input.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn is_log_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    [".json", ".jsonl", ".ndjson", ".gz", ".log"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
+}
+
+fn read_input(path: &Path) -> anyhow::Result<(String, Vec<u8>)> {
+    if path.as_os_str() == "-" {
+        let mut bytes = Vec::new();
+        io::stdin().lock().read_to_end(&mut bytes).context("reading stdin")?;
+        return Ok(("-".to_owned(), bytes));
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok((path.display().to_string(), bytes))
+}

@@ -1,0 +1,894 @@
+//! From bytes to [`AuditEvent`]s: decompression, framing, envelope unwrapping,
+//! shape detection, input limits and typed errors.
+//!
+//! # Pipeline for one payload (a Kafka message value, a file's contents)
+//! 1. **Decompress** if the bytes start with the gzip magic (multi-member gzip,
+//!    bounded by [`Limits::max_document_bytes`]).
+//! 2. **Validate UTF-8** (SIMD). An invalid document is re-split by lines so the
+//!    good lines of a JSON Lines file still come out.
+//! 3. **Frame**: one JSON document (an object, or an array of records or
+//!    envelopes) or JSON Lines. A payload is JSON Lines when it has several lines
+//!    and its first line is a complete JSON value on its own; a pretty-printed
+//!    document never is. A JSON Lines file whose first line is truncated is still
+//!    recognized by its second line.
+//! 4. **Probe** each object once ([`super::probe::Probe`]) and dispatch on the
+//!    keys present: `Records` (CloudTrail S3 object), `records` (Event Hubs
+//!    batch), `logEvents` (CloudWatch Logs subscription), `Events` /
+//!    `CloudTrailEvent` (LookupEvents), `detail-type` (EventBridge), `message.data`
+//!    (Pub/Sub push), `protoPayload` (GCP), `eventSource`/`eventName` (CloudTrail),
+//!    `operationName` (Azure). Envelopes recurse at most [`MAX_ENVELOPE_NESTING`]
+//!    levels.
+//! 5. **Normalize** per cloud.
+//!
+//! Every record yields exactly one [`Decoded`]: an event, or a [`ParseError`]
+//! with an [`ErrorReason`] and the record's raw bytes (for the dead-letter
+//! destination). A bad record never hides the good ones around it, and no input
+//! panics (a fuzz target in `fuzz/` checks this).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::io::Read;
+use std::str::FromStr;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sonic_rs::{JsonValueTrait, LazyValue};
+
+use super::probe::Probe;
+use super::{AuditEvent, Cloud, Shape, aws, azure, gcp};
+
+/// Envelopes nest at most this deep (LookupEvents response → item → record).
+pub const MAX_ENVELOPE_NESTING: u8 = 3;
+
+/// Input limits. Anything beyond them is an error with a reason, not a crash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest single record, in bytes (CloudTrail caps records at 256 KiB;
+    /// Azure and GCP stay well below 1 MiB).
+    pub max_record_bytes: usize,
+    /// Largest payload or file after decompression, in bytes.
+    pub max_document_bytes: usize,
+    /// Deepest JSON nesting accepted.
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_record_bytes: 1 << 20,
+            max_document_bytes: 512 << 20,
+            max_depth: 64,
+        }
+    }
+}
+
+/// Which log a source carries. `Auto` detects per record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FormatHint {
+    #[default]
+    Auto,
+    #[serde(alias = "aws")]
+    CloudTrail,
+    Azure,
+    Gcp,
+}
+
+impl FormatHint {
+    fn allows(self, cloud: Cloud) -> bool {
+        match self {
+            FormatHint::Auto => true,
+            FormatHint::CloudTrail => cloud == Cloud::Aws,
+            FormatHint::Azure => cloud == Cloud::Azure,
+            FormatHint::Gcp => cloud == Cloud::Gcp,
+        }
+    }
+}
+
+impl FromStr for FormatHint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(FormatHint::Auto),
+            "cloudtrail" | "aws" => Ok(FormatHint::CloudTrail),
+            "azure" => Ok(FormatHint::Azure),
+            "gcp" => Ok(FormatHint::Gcp),
+            other => Err(format!(
+                "unknown format `{other}` (expected auto, cloudtrail, azure or gcp)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for FormatHint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FormatHint::Auto => "auto",
+            FormatHint::CloudTrail => "cloudtrail",
+            FormatHint::Azure => "azure",
+            FormatHint::Gcp => "gcp",
+        })
+    }
+}
+
+/// Why a record was rejected. Counted per reason; the label is stable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorReason {
+    /// The bytes are not UTF-8.
+    InvalidUtf8,
+    /// A record or document over the size limit.
+    TooLarge,
+    /// Nesting deeper than the limit.
+    TooDeep,
+    /// The JSON ends early.
+    Truncated,
+    /// Not valid JSON.
+    Syntax,
+    /// A known field has the wrong JSON type.
+    WrongType,
+    /// A field the shape requires is absent.
+    MissingField,
+    /// A timestamp that does not parse.
+    BadTimestamp,
+    /// Valid JSON of no known audit-log shape.
+    UnknownFormat,
+    /// A recognized log entry that is not an audit record (EventBridge events not
+    /// from CloudTrail, GCP entries with `jsonPayload`/`textPayload`).
+    NotAuditLog,
+    /// The record is from another cloud than the source's format hint says.
+    FormatMismatch,
+    /// An envelope whose wrapping is malformed (non-array `Records`, a
+    /// `CloudTrailEvent` that is not a string, bad base64, too much nesting).
+    BadEnvelope,
+    /// The gzip stream is corrupt.
+    Decompression,
+    /// An empty payload.
+    Empty,
+}
+
+impl ErrorReason {
+    pub const ALL: [ErrorReason; 14] = [
+        ErrorReason::InvalidUtf8,
+        ErrorReason::TooLarge,
+        ErrorReason::TooDeep,
+        ErrorReason::Truncated,
+        ErrorReason::Syntax,
+        ErrorReason::WrongType,
+        ErrorReason::MissingField,
+        ErrorReason::BadTimestamp,
+        ErrorReason::UnknownFormat,
+        ErrorReason::NotAuditLog,
+        ErrorReason::FormatMismatch,
+        ErrorReason::BadEnvelope,
+        ErrorReason::Decompression,
+        ErrorReason::Empty,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorReason::InvalidUtf8 => "invalid_utf8",
+            ErrorReason::TooLarge => "too_large",
+            ErrorReason::TooDeep => "too_deep",
+            ErrorReason::Truncated => "truncated",
+            ErrorReason::Syntax => "syntax",
+            ErrorReason::WrongType => "wrong_type",
+            ErrorReason::MissingField => "missing_field",
+            ErrorReason::BadTimestamp => "bad_timestamp",
+            ErrorReason::UnknownFormat => "unknown_format",
+            ErrorReason::NotAuditLog => "not_audit_log",
+            ErrorReason::FormatMismatch => "format_mismatch",
+            ErrorReason::BadEnvelope => "bad_envelope",
+            ErrorReason::Decompression => "decompression",
+            ErrorReason::Empty => "empty",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for ErrorReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A rejected record: why, in words, and its raw bytes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {detail}")]
+pub struct ParseError<'a> {
+    pub reason: ErrorReason,
+    pub detail: String,
+    /// The record's bytes as received (for the dead-letter destination). For a
+    /// record unwrapped from a JSON string, the unescaped record.
+    pub raw: &'a [u8],
+}
+
+/// Where in a payload a record sits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct RecordLocation {
+    /// 1-based line of the payload the record (or its envelope) starts on.
+    pub line: u64,
+    /// 0-based position inside its envelope; 0 for a bare record.
+    pub index: u32,
+}
+
+/// One outcome per record.
+#[derive(Debug)]
+pub struct Decoded<'a> {
+    pub location: RecordLocation,
+    pub result: Result<AuditEvent<'a>, ParseError<'a>>,
+}
+
+/// Counts of decoded events and of errors per reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DecodeStats {
+    pub events: u64,
+    errors: [u64; ErrorReason::ALL.len()],
+}
+
+impl DecodeStats {
+    pub fn record(&mut self, decoded: &Decoded<'_>) {
+        match &decoded.result {
+            Ok(_) => self.events += 1,
+            Err(e) => self.errors[e.reason.index()] += 1,
+        }
+    }
+
+    pub fn errors(&self, reason: ErrorReason) -> u64 {
+        self.errors[reason.index()]
+    }
+
+    pub fn total_errors(&self) -> u64 {
+        self.errors.iter().sum()
+    }
+
+    /// Non-zero error counts, by reason.
+    pub fn error_counts(&self) -> impl Iterator<Item = (ErrorReason, u64)> + '_ {
+        ErrorReason::ALL
+            .iter()
+            .map(|r| (*r, self.errors[r.index()]))
+            .filter(|(_, n)| *n > 0)
+    }
+
+    pub fn merge(&mut self, other: &DecodeStats) {
+        self.events += other.events;
+        for (a, b) in self.errors.iter_mut().zip(other.errors.iter()) {
+            *a += b;
+        }
+    }
+}
+
+/// Decodes payloads into events. Cheap to clone; holds no state between calls.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Decoder {
+    pub hint: FormatHint,
+    pub limits: Limits,
+}
+
+/// An error before the record could be normalized: reason and detail.
+pub(crate) type Rejection = (ErrorReason, String);
+
+pub(crate) fn reject<T>(reason: ErrorReason, detail: impl Into<String>) -> Result<T, Rejection> {
+    Err((reason, detail.into()))
+}
+
+struct Ctx<'s, F> {
+    decoder: &'s Decoder,
+    sink: &'s mut F,
+}
+
+impl Decoder {
+    pub fn new(hint: FormatHint, limits: Limits) -> Self {
+        Decoder { hint, limits }
+    }
+
+    /// Decodes one payload and calls `sink` once per record found in it.
+    pub fn decode<F>(&self, payload: &[u8], sink: &mut F)
+    where
+        F: FnMut(Decoded<'_>),
+    {
+        let mut ctx = Ctx {
+            decoder: self,
+            sink,
+        };
+        ctx.payload(payload);
+    }
+
+    /// Decodes a payload and returns its events detached from it, with the
+    /// errors' reasons; convenient for tests and small inputs.
+    pub fn decode_owned(
+        &self,
+        payload: &[u8],
+    ) -> Vec<Result<AuditEvent<'static>, (ErrorReason, String)>> {
+        let mut out = Vec::new();
+        self.decode(payload, &mut |d: Decoded<'_>| {
+            out.push(d.result.map(|e| e.into_owned()).map_err(|e| (e.reason, e.detail)));
+        });
+        out
+    }
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+impl<F> Ctx<'_, F>
+where
+    F: FnMut(Decoded<'_>),
+{
+    fn limits(&self) -> &Limits {
+        &self.decoder.limits
+    }
+
+    fn emit_error(&mut self, location: RecordLocation, reason: ErrorReason, detail: String, raw: &[u8]) {
+        (self.sink)(Decoded {
+            location,
+            result: Err(ParseError { reason, detail, raw }),
+        });
+    }
+
+    fn payload(&mut self, payload: &[u8]) {
+        let top = RecordLocation { line: 1, index: 0 };
+        if payload.starts_with(&GZIP_MAGIC) {
+            match inflate(payload, self.limits().max_document_bytes) {
+                Ok(inflated) => self.bytes(&inflated),
+                Err((reason, detail)) => self.emit_error(top, reason, detail, payload),
+            }
+            return;
+        }
+        if payload.len() > self.limits().max_document_bytes {
+            let detail = format!(
+                "payload of {} bytes exceeds the limit of {} bytes",
+                payload.len(),
+                self.limits().max_document_bytes
+            );
+            self.emit_error(top, ErrorReason::TooLarge, detail, payload);
+            return;
+        }
+        self.bytes(payload);
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        match simdutf8::basic::from_utf8(bytes) {
+            Ok(text) => self.text(text),
+            Err(_) => self.invalid_utf8_lines(bytes),
+        }
+    }
+
+    /// An invalid document: handle it line by line so good lines survive.
+    fn invalid_utf8_lines(&mut self, bytes: &[u8]) {
+        for (line_no, line) in lines(bytes) {
+            let location = RecordLocation { line: line_no, index: 0 };
+            match simdutf8::compat::from_utf8(line) {
+                Ok(text) => self.document(text, location),
+                Err(e) => {
+                    let detail = format!("invalid UTF-8 at byte {} of the record", e.valid_up_to());
+                    self.emit_error(location, ErrorReason::InvalidUtf8, detail, line);
+                }
+            }
+        }
+    }
+
+    fn text(&mut self, text: &str) {
+        if is_json_lines(text) {
+            for (line_no, line) in lines(text.as_bytes()) {
+                // Lines of a valid UTF-8 text split at '\n' are valid UTF-8.
+                let line = std::str::from_utf8(line).unwrap_or_default();
+                self.document(line, RecordLocation { line: line_no, index: 0 });
+            }
+        } else {
+            let leading_lines = text[..text.len() - text.trim_start().len()]
+                .bytes()
+                .filter(|b| *b == b'\n')
+                .count() as u64;
+            let location = RecordLocation {
+                line: 1 + leading_lines,
+                index: 0,
+            };
+            if text.trim().is_empty() {
+                self.emit_error(location, ErrorReason::Empty, "empty payload".into(), text.as_bytes());
+                return;
+            }
+            self.document(text, location);
+        }
+    }
+
+    /// One JSON document: an object (record or envelope) or an array of them.
+    fn document(&mut self, text: &str, location: RecordLocation) {
+        if let Err((reason, detail)) = check_depth(text.as_bytes(), self.limits().max_depth) {
+            self.emit_error(location, reason, detail, text.as_bytes());
+            return;
+        }
+        match text.trim_start().as_bytes().first() {
+            Some(b'{') => self.value(text, None, location, 0),
+            Some(b'[') => self.array(text, None, location, 0),
+            Some(_) => {
+                let reason = if sonic_rs::from_str::<serde::de::IgnoredAny>(text).is_ok() {
+                    ErrorReason::UnknownFormat
+                } else {
+                    classify_json_error(text).0
+                };
+                self.emit_error(
+                    location,
+                    reason,
+                    "expected a JSON object or array of audit records".into(),
+                    text.as_bytes(),
+                );
+            }
+            None => self.emit_error(location, ErrorReason::Empty, "empty record".into(), text.as_bytes()),
+        }
+    }
+
+    /// Each element of a JSON array, as a record of the given envelope shape.
+    fn array(&mut self, text: &str, shape: Option<Shape>, location: RecordLocation, nesting: u8) {
+        let mut index = 0u32;
+        for element in sonic_rs::to_array_iter(text) {
+            let element_location = RecordLocation {
+                line: location.line,
+                index,
+            };
+            match element {
+                Ok(element) => {
+                    let raw = element.as_raw_str();
+                    if raw.trim_start().starts_with('{') {
+                        self.value(raw, shape, element_location, nesting + 1);
+                    } else {
+                        self.emit_error(
+                            element_location,
+                            ErrorReason::BadEnvelope,
+                            "array element is not a JSON object".into(),
+                            raw.as_bytes(),
+                        );
+                    }
+                }
+                Err(e) => {
+                    let reason = if e.is_eof() {
+                        ErrorReason::Truncated
+                    } else {
+                        ErrorReason::Syntax
+                    };
+                    let detail = format!("array element {index}: {e}");
+                    self.emit_error(element_location, reason, detail, text.as_bytes());
+                    return;
+                }
+            }
+            index += 1;
+        }
+    }
+
+    /// A record held as a JSON string (CloudWatch Logs, LookupEvents, Pub/Sub).
+    fn embedded(&mut self, text: &str, shape: Shape, location: RecordLocation, nesting: u8) {
+        if let Err((reason, detail)) = check_depth(text.as_bytes(), self.limits().max_depth) {
+            self.emit_error(location, reason, detail, text.as_bytes());
+            return;
+        }
+        self.value(text, Some(shape), location, nesting + 1);
+    }
+
+    /// One JSON object: probe it, then unwrap it or normalize it.
+    fn value(&mut self, text: &str, shape: Option<Shape>, location: RecordLocation, nesting: u8) {
+        if nesting > MAX_ENVELOPE_NESTING {
+            let detail = format!("envelopes nested more than {MAX_ENVELOPE_NESTING} deep");
+            self.emit_error(location, ErrorReason::BadEnvelope, detail, text.as_bytes());
+            return;
+        }
+        let probe: Probe<'_> = match sonic_rs::from_str(text) {
+            Ok(probe) => probe,
+            Err(_) => {
+                let (reason, detail) = classify_json_error(text);
+                self.emit_error(location, reason, detail, text.as_bytes());
+                return;
+            }
+        };
+        if let Err((reason, detail)) = self.dispatch(text, probe, shape, location, nesting) {
+            self.emit_error(location, reason, detail, text.as_bytes());
+        }
+    }
+
+    fn dispatch<'t>(
+        &mut self,
+        text: &'t str,
+        probe: Probe<'t>,
+        shape: Option<Shape>,
+        location: RecordLocation,
+        nesting: u8,
+    ) -> Result<(), Rejection> {
+        // Envelopes first: their keys never appear in records.
+        if let Some(records) = &probe.records_aws {
+            let records = envelope_array(records, "Records")?;
+            self.array(records, Some(Shape::CloudTrailS3Object), location, nesting);
+            return Ok(());
+        }
+        if let Some(records) = &probe.records_azure {
+            let records = envelope_array(records, "records")?;
+            self.array(records, Some(Shape::AzureEventHubsBatch), location, nesting);
+            return Ok(());
+        }
+        if let Some(log_events) = &probe.log_events {
+            let log_events = envelope_array(log_events, "logEvents")?;
+            self.cloudwatch_log_events(log_events, location, nesting);
+            return Ok(());
+        }
+        if let Some(events) = &probe.lookup_events {
+            let events = envelope_array(events, "Events")?;
+            self.array(events, Some(Shape::CloudTrailLookupEvents), location, nesting);
+            return Ok(());
+        }
+        if let Some(event) = &probe.cloudtrail_event {
+            let record = embedded_string(event, "CloudTrailEvent")?;
+            self.embedded(&record, Shape::CloudTrailLookupEvents, location, nesting);
+            return Ok(());
+        }
+        if let Some(detail_type) = &probe.detail_type {
+            if !is_cloudtrail_detail_type(detail_type) {
+                return reject(
+                    ErrorReason::NotAuditLog,
+                    format!("EventBridge event of detail-type `{detail_type}` is not a CloudTrail record"),
+                );
+            }
+            let Some(detail) = probe.detail.as_ref().filter(|d| d.is_object()) else {
+                return reject(ErrorReason::BadEnvelope, "EventBridge event has no `detail` object");
+            };
+            self.value(detail.as_raw_str(), Some(Shape::CloudTrailEventBridge), location, nesting + 1);
+            return Ok(());
+        }
+        if let Some(message) = &probe.message {
+            if probe.proto_payload.is_none() && (probe.subscription.is_some() || message.get("data").is_some()) {
+                let entry = pubsub_data(message)?;
+                self.embedded(&entry, Shape::GcpPubSubPush, location, nesting);
+                return Ok(());
+            }
+        }
+        // Records.
+        let (cloud, default_shape) = if probe.proto_payload.is_some() {
+            (Cloud::Gcp, Shape::GcpLogEntry)
+        } else if probe.json_payload.is_some() || probe.text_payload.is_some() {
+            return reject(
+                ErrorReason::NotAuditLog,
+                "log entry with jsonPayload/textPayload is not a Cloud Audit Logs entry",
+            );
+        } else if probe.event_source.is_some()
+            || probe.event_version.is_some()
+            || probe.event_name.as_ref().is_some_and(|n| !n.object)
+        {
+            (Cloud::Aws, Shape::CloudTrailRecord)
+        } else if probe.operation_name.is_some()
+            || probe.operation_name_snake.is_some()
+            || (probe.authorization.is_some() && (probe.caller.is_some() || probe.event_timestamp.is_some()))
+        {
+            let rest = matches!(&probe.operation_name, Some(op) if op.object)
+                || probe.operation_name_snake.is_some()
+                || probe.event_timestamp.is_some()
+                || probe.caller.is_some();
+            (Cloud::Azure, if rest { Shape::AzureRest } else { Shape::AzureRecord })
+        } else {
+            return reject(
+                ErrorReason::UnknownFormat,
+                "JSON object of no known audit-log shape (no eventSource/eventName, operationName or protoPayload)",
+            );
+        };
+        let shape = match shape {
+            Some(envelope) if envelope.cloud() != cloud => {
+                return reject(
+                    ErrorReason::FormatMismatch,
+                    format!("{cloud} record inside a {} envelope", envelope.cloud()),
+                );
+            }
+            // The REST shape is recognized whatever envelope it came in.
+            Some(_) if default_shape == Shape::AzureRest => default_shape,
+            Some(envelope) => envelope,
+            None => default_shape,
+        };
+        if !self.decoder.hint.allows(cloud) {
+            return reject(
+                ErrorReason::FormatMismatch,
+                format!("{cloud} record on a source declared as {}", self.decoder.hint),
+            );
+        }
+        if text.len() > self.limits().max_record_bytes {
+            return reject(
+                ErrorReason::TooLarge,
+                format!(
+                    "record of {} bytes exceeds the limit of {} bytes",
+                    text.len(),
+                    self.limits().max_record_bytes
+                ),
+            );
+        }
+        let event = match cloud {
+            Cloud::Aws => aws::normalize(probe, text, shape)?,
+            Cloud::Azure => azure::normalize(probe, text, shape)?,
+            Cloud::Gcp => gcp::normalize(probe, text, shape)?,
+        };
+        (self.sink)(Decoded {
+            location,
+            result: Ok(event),
+        });
+        Ok(())
+    }
+
+    fn cloudwatch_log_events(&mut self, log_events: &str, location: RecordLocation, nesting: u8) {
+        let mut index = 0u32;
+        for element in sonic_rs::to_array_iter(log_events) {
+            let element_location = RecordLocation {
+                line: location.line,
+                index,
+            };
+            index += 1;
+            let element = match element {
+                Ok(element) => element,
+                Err(e) => {
+                    let reason = if e.is_eof() {
+                        ErrorReason::Truncated
+                    } else {
+                        ErrorReason::Syntax
+                    };
+                    self.emit_error(element_location, reason, format!("logEvents: {e}"), log_events.as_bytes());
+                    return;
+                }
+            };
+            let message = element.get("message");
+            match message.as_ref().and_then(|m| m.as_str()) {
+                Some(record) => {
+                    let record = record.to_owned();
+                    self.embedded(&record, Shape::CloudTrailCloudWatchLogs, element_location, nesting);
+                }
+                None => self.emit_error(
+                    element_location,
+                    ErrorReason::BadEnvelope,
+                    "CloudWatch Logs event without a string `message`".into(),
+                    element.as_raw_str().as_bytes(),
+                ),
+            }
+        }
+    }
+}
+
+fn is_cloudtrail_detail_type(detail_type: &str) -> bool {
+    matches!(
+        detail_type,
+        "AWS API Call via CloudTrail"
+            | "AWS Console Sign In via CloudTrail"
+            | "AWS Console Signin via CloudTrail"
+            | "AWS Console Action via CloudTrail"
+            | "AWS Service Event via CloudTrail"
+    )
+}
+
+fn envelope_array<'v>(value: &'v LazyValue<'_>, name: &str) -> Result<&'v str, Rejection> {
+    if value.is_array() {
+        Ok(value.as_raw_str())
+    } else {
+        reject(ErrorReason::BadEnvelope, format!("`{name}` is not an array"))
+    }
+}
+
+fn embedded_string(value: &LazyValue<'_>, name: &str) -> Result<String, Rejection> {
+    match value.as_str() {
+        Some(s) => Ok(s.to_owned()),
+        None => reject(ErrorReason::BadEnvelope, format!("`{name}` is not a string holding a record")),
+    }
+}
+
+fn pubsub_data(message: &LazyValue<'_>) -> Result<String, Rejection> {
+    let Some(data) = message.get("data") else {
+        return reject(ErrorReason::BadEnvelope, "Pub/Sub message without `data`");
+    };
+    let Some(data) = data.as_str() else {
+        return reject(ErrorReason::BadEnvelope, "Pub/Sub `message.data` is not a string");
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(data))
+        .map_err(|e| (ErrorReason::BadEnvelope, format!("Pub/Sub `message.data` is not base64: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| {
+        (
+            ErrorReason::InvalidUtf8,
+            format!("Pub/Sub `message.data` is not UTF-8 at byte {}", e.utf8_error().valid_up_to()),
+        )
+    })
+}
+
+/// Re-parses a failing object to say precisely what is wrong (error path only).
+fn classify_json_error(text: &str) -> Rejection {
+    let mut de = sonic_rs::Deserializer::from_str(text);
+    let err = match serde_path_to_error::deserialize::<_, Probe<'_>>(&mut de) {
+        Ok(_) => match sonic_rs::from_str::<Probe<'_>>(text) {
+            Ok(_) => return (ErrorReason::Syntax, "invalid JSON".into()),
+            Err(e) => return classify_sonic(&e, None),
+        },
+        Err(e) => e,
+    };
+    let path = err.path().to_string();
+    classify_sonic(err.inner(), Some(path))
+}
+
+fn classify_sonic(e: &sonic_rs::Error, path: Option<String>) -> Rejection {
+    let reason = if e.is_eof() {
+        ErrorReason::Truncated
+    } else if e.is_unmatched_type() || e.to_string().contains("invalid type") {
+        ErrorReason::WrongType
+    } else {
+        ErrorReason::Syntax
+    };
+    let detail = match path {
+        Some(path) if reason == ErrorReason::WrongType && path != "." => format!("field `{path}`: {e}"),
+        _ => e.to_string(),
+    };
+    (reason, detail)
+}
+
+fn inflate(payload: &[u8], limit: usize) -> Result<Vec<u8>, Rejection> {
+    let mut out = Vec::with_capacity(payload.len().saturating_mul(8).min(limit));
+    let decoder = flate2::read::MultiGzDecoder::new(payload);
+    match decoder.take(limit as u64 + 1).read_to_end(&mut out) {
+        Ok(n) if n > limit => reject(
+            ErrorReason::TooLarge,
+            format!("decompressed payload exceeds the limit of {limit} bytes"),
+        ),
+        Ok(_) => Ok(out),
+        Err(e) => reject(ErrorReason::Decompression, format!("gzip: {e}")),
+    }
+}
+
+/// Non-blank lines with their 1-based numbers; `\r\n` endings are trimmed.
+fn lines(bytes: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+    bytes
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .map(|(i, line)| (i as u64 + 1, line.strip_suffix(b"\r").unwrap_or(line)))
+        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+}
+
+/// See the module docs, step 3.
+fn is_json_lines(text: &str) -> bool {
+    let mut non_blank = text
+        .split('\n')
+        .map(str::trim)
+        .filter(|line| !line.is_empty());
+    let Some(first) = non_blank.next() else {
+        return false;
+    };
+    let Some(second) = non_blank.next() else {
+        return false;
+    };
+    if is_complete_json_value(first) {
+        return true;
+    }
+    // A truncated first line: it starts a record but does not open a
+    // pretty-printed document, and the next line is a whole record.
+    first.starts_with('{') && !first.ends_with(['{', '[']) && is_complete_json_value(second)
+}
+
+fn is_complete_json_value(line: &str) -> bool {
+    matches!(line.as_bytes().first(), Some(b'{' | b'['))
+        && sonic_rs::from_str::<serde::de::IgnoredAny>(line).is_ok()
+}
+
+/// Rejects nesting deeper than `max_depth`. The common case (fewer openers in
+/// the whole text than the limit) costs one vectorized count.
+fn check_depth(bytes: &[u8], max_depth: usize) -> Result<(), Rejection> {
+    let openers = bytes.iter().filter(|&&b| b == b'{' || b == b'[').count();
+    if openers <= max_depth {
+        return Ok(());
+    }
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max_depth {
+                    return reject(
+                        ErrorReason::TooDeep,
+                        format!("JSON nesting exceeds the limit of {max_depth} levels"),
+                    );
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Hash of identifying fields, for records without a native id.
+pub(crate) fn hash_fields(fields: &[Option<&str>]) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for field in fields {
+        match field {
+            Some(value) => {
+                hasher.update(&[1]);
+                hasher.update(value.as_bytes());
+            }
+            None => hasher.update(&[0]),
+        }
+        hasher.update(&[0xff]);
+    }
+    hasher.digest()
+}
+
+/// A string field of a JSON object, borrowed unless escapes force a copy;
+/// `None` when absent, empty or not a string.
+pub(crate) fn get_str<'a>(object: &'a str, key: &str) -> Option<Cow<'a, str>> {
+    let value = sonic_rs::get_from_str(object, [key]).ok()?;
+    match value.as_raw_cow() {
+        Cow::Borrowed(raw) => json_string(raw),
+        Cow::Owned(raw) => json_string(&raw).map(|s| Cow::Owned(s.into_owned())),
+    }
+    .filter(|s| !s.is_empty())
+}
+
+/// The string a JSON string literal denotes, borrowed when it has no escapes.
+pub(crate) fn json_string(raw: &str) -> Option<Cow<'_, str>> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.contains('\\') {
+        sonic_rs::from_str::<String>(raw).ok().map(Cow::Owned)
+    } else {
+        Some(Cow::Borrowed(inner))
+    }
+}
+
+/// Borrows `part` (a sub-slice of `whole`) with `whole`'s lifetime when `whole`
+/// is borrowed; copies it otherwise.
+pub(crate) fn sub_str<'a>(whole: &Cow<'a, str>, part: &str) -> Cow<'a, str> {
+    match whole {
+        Cow::Borrowed(w) => {
+            let start = part.as_ptr() as usize - w.as_ptr() as usize;
+            Cow::Borrowed(&w[start..start + part.len()])
+        }
+        Cow::Owned(_) => Cow::Owned(part.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_json_lines_and_documents() {
+        assert!(is_json_lines("{\"a\":1}\n{\"b\":2}\n"));
+        assert!(is_json_lines("{\"a\":1\n{\"b\":2}\n"));
+        assert!(!is_json_lines("{\"a\":1}\n"));
+        assert!(!is_json_lines("{\n  \"Records\": [\n    {\"a\":1},\n    {\"b\":2}\n  ]\n}\n"));
+        assert!(!is_json_lines("{\"records\": [\n{\"a\":1},\n{\"b\":2}\n]}"));
+        assert!(!is_json_lines("[\n{\"a\":1},\n{\"b\":2}\n]"));
+    }
+
+    #[test]
+    fn depth_check_ignores_brackets_in_strings() {
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert_eq!(check_depth(deep.as_bytes(), 64).unwrap_err().0, ErrorReason::TooDeep);
+        let in_string = format!("{{\"a\":\"{}\"}}", "[".repeat(100));
+        assert!(check_depth(in_string.as_bytes(), 64).is_ok());
+        let escaped = format!("{{\"a\":\"\\\"{}\"}}", "{".repeat(100));
+        assert!(check_depth(escaped.as_bytes(), 64).is_ok());
+    }
+
+    #[test]
+    fn sub_str_borrows_from_borrowed() {
+        let whole: Cow<'_, str> = Cow::Borrowed("/subscriptions/abc/x");
+        let part = &whole[15..18];
+        assert!(matches!(sub_str(&whole, part), Cow::Borrowed("abc")));
+    }
+
+    #[test]
+    fn hash_distinguishes_absent_from_empty() {
+        assert_ne!(hash_fields(&[None, Some("a")]), hash_fields(&[Some(""), Some("a")]));
+        assert_ne!(hash_fields(&[Some("ab"), Some("c")]), hash_fields(&[Some("a"), Some("bc")]));
+    }
+}

@@ -1,0 +1,20 @@
+//! seamwatch: a streaming analyzer for cloud audit logs that watches the seams
+//! of the shared responsibility model.
+//!
+//! # The pipeline on one page
+//! ```text
+//! source ─► framer ─► parser ─► enricher ─► detector ─► correlator ─► finding ─► outbox ─► sinks
+//! ```
+//! - [`event`]: bytes → [`event::AuditEvent`]. Framing (JSON Lines, documents,
+//!   arrays, gzip), envelope unwrapping (CloudTrail S3 objects, EventBridge,
+//!   CloudWatch Logs, LookupEvents; Azure Event Hubs batches; GCP Pub/Sub push),
+//!   per-cloud normalization, native field lookup for rules, and typed, counted
+//!   errors for bad input.
+//! - [`cli`]: the command-line interface (`seamwatch parse`, …).
+//!
+//! Detection, correlation, the Kafka pipeline, alert delivery and replay build
+//! on the event model; they never need to know where an event came from, which
+//! is what makes replay give the same findings as live processing.
+
+pub mod cli;
+pub mod event;
