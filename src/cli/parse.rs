@@ -145,7 +145,10 @@ pub fn run(args: ParseArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn write_json_line<W: Write, T: Serialize>(out: &mut W, value: &T) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, value).map_err(io::Error::other)?;
+    serde_json::to_writer(&mut *out, value).map_err(|e| match e.io_error_kind() {
+        Some(kind) => io::Error::from(kind),
+        None => io::Error::other(e),
+    })?;
     out.write_all(b"\n")
 }
 

@@ -478,6 +478,14 @@ where
             Ok(probe) => probe,
             Err(_) => {
                 let (reason, detail) = classify_json_error(text);
+                if reason == ErrorReason::Truncated {
+                    if let Some((records, shape)) = truncated_envelope_records(text) {
+                        // A cut-off archive object: keep the records before the cut;
+                        // the array walk reports the truncation itself.
+                        self.array(records, Some(shape), location, nesting);
+                        return;
+                    }
+                }
                 self.emit_error(location, reason, detail, text.as_bytes());
                 return;
             }
@@ -644,6 +652,19 @@ where
             }
         }
     }
+}
+
+/// For a truncated `{"Records":[…` / `{"records":[…` document, the array part
+/// and its shape, so the complete records before the cut can still be read.
+fn truncated_envelope_records(text: &str) -> Option<(&str, Shape)> {
+    let rest = text.trim_start().strip_prefix('{')?.trim_start();
+    let (rest, shape) = if let Some(rest) = rest.strip_prefix("\"Records\"") {
+        (rest, Shape::CloudTrailS3Object)
+    } else {
+        (rest.strip_prefix("\"records\"")?, Shape::AzureEventHubsBatch)
+    };
+    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
+    rest.starts_with('[').then_some((rest, shape))
 }
 
 fn is_cloudtrail_detail_type(detail_type: &str) -> bool {

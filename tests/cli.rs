@@ -1,0 +1,147 @@
+//! The `seamwatch` binary, driven as a user would: files, directories, `.gz`,
+//! stdin, the dead-letter file, exit codes and a closed pipe.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use assert_cmd::prelude::*;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn seamwatch() -> Command {
+    Command::cargo_bin("seamwatch").unwrap()
+}
+
+fn stdout_lines(output: &std::process::Output) -> Vec<serde_json::Value> {
+    String::from_utf8(output.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn version_and_help() {
+    let out = seamwatch().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let out = seamwatch().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("parse"));
+}
+
+#[test]
+fn parse_a_file_prints_one_event_per_line_and_a_summary() {
+    let out = seamwatch()
+        .args(["parse"])
+        .arg(fixtures().join("aws/s3-object.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let events = stdout_lines(&out);
+    assert_eq!(events.len(), 7);
+    assert!(events.iter().all(|e| e["cloud"] == "aws" && e["shape"] == "cloud_trail_s3_object"));
+    assert_eq!(events[2]["source"]["index"], 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("parsed 7 events (aws=7)"), "{stderr}");
+}
+
+#[test]
+fn parse_a_directory_recursively_with_gzip_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = dir.path().join("AWSLogs/1/CloudTrail/us-east-1/2024/07/31");
+    std::fs::create_dir_all(&nested).unwrap();
+    let plain = std::fs::read(fixtures().join("aws/cloudtrail-records.jsonl")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&plain).unwrap();
+    std::fs::write(nested.join("1_CloudTrail_us-east-1_x.json.gz"), gz.finish().unwrap()).unwrap();
+    std::fs::copy(fixtures().join("gcp/audit.jsonl"), dir.path().join("gcp.jsonl")).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a log").unwrap();
+
+    let out = seamwatch().arg("parse").arg(dir.path()).output().unwrap();
+    assert!(out.status.success());
+    let events = stdout_lines(&out);
+    let aws = events.iter().filter(|e| e["cloud"] == "aws").count();
+    let gcp = events.iter().filter(|e| e["cloud"] == "gcp").count();
+    assert_eq!((aws, gcp), (11, 8));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("from 2 input(s)"), "{stderr}");
+}
+
+#[test]
+fn parse_reads_stdin() {
+    for args in [vec!["parse"], vec!["parse", "-"]] {
+        let mut child = seamwatch()
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let input = std::fs::read(fixtures().join("azure/eventhub-batch.json")).unwrap();
+        child.stdin.take().unwrap().write_all(&input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let events = stdout_lines(&out);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0]["service"], "Microsoft.Insights");
+        assert_eq!(events[0]["source"]["file"], "-");
+    }
+}
+
+#[test]
+fn rejected_records_go_to_the_dead_letter_file_and_strict_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = dir.path().join("dead.jsonl");
+    let out = seamwatch()
+        .args(["parse", "--strict", "--dead-letter"])
+        .arg(&dlq)
+        .arg(fixtures().join("gcp/logging-export.jsonl"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout_lines(&out).len(), 9);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("2 rejected") && stderr.contains("not_audit_log"), "{stderr}");
+    let dead: Vec<serde_json::Value> = std::fs::read_to_string(&dlq)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 2);
+    assert!(dead.iter().all(|d| d["reason"] == "not_audit_log"));
+    assert!(dead[0]["raw"].as_str().unwrap().contains("Payload"));
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error() {
+    let out = seamwatch().args(["parse", "/no/such/file.json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/no/such/file.json"), "{stderr}");
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly_with_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.jsonl");
+    let line = std::fs::read_to_string(fixtures().join("aws/cloudtrail-records.jsonl")).unwrap();
+    std::fs::write(&big, line.repeat(3000)).unwrap();
+    let mut child = seamwatch()
+        .arg("parse")
+        .arg(&big)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    assert!(first.contains("\"cloud\":\"aws\""));
+    drop(reader);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
