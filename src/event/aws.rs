@@ -10,10 +10,10 @@
 use std::borrow::Cow;
 
 use smallvec::SmallVec;
-use sonic_rs::{JsonValueTrait, LazyValue};
+use sonic_rs::JsonValueTrait;
 
 use super::decode::{ErrorReason, Rejection, get_str, hash_fields, reject};
-use super::probe::{AwsIdentity, Probe, parse_bool_text};
+use super::probe::{AwsIdentity, Key, Probe, parse_bool_text};
 use super::time::parse_time;
 use super::{
     AuditEvent, Cloud, EventId, Outcome, Principal, PrincipalKind, Resource, Shape, SourceIp, Str,
@@ -26,20 +26,26 @@ pub(crate) fn normalize<'a>(
     shape: Shape,
 ) -> Result<AuditEvent<'a>, Rejection> {
     // Insights events name the API they are about in `insightDetails`.
-    let insight = probe.insight_details.as_ref().and_then(|d| match d.as_raw_cow() {
-        Cow::Borrowed(text) => Some(text),
-        Cow::Owned(_) => None,
-    });
-    let service = non_empty(probe.event_source).or_else(|| insight.and_then(|d| get_str(d, "eventSource")));
+    let insight = probe.object(Key::InsightDetails)?;
+    let service = match probe.str(Key::EventSource)? {
+        Some(service) => Some(service),
+        None => insight.and_then(|d| get_str(d, "eventSource")),
+    };
     let Some(service) = service else {
         return reject(ErrorReason::MissingField, "CloudTrail record without `eventSource`");
     };
-    let operation = non_empty(probe.event_name.and_then(|n| n.value))
-        .or_else(|| insight.and_then(|d| get_str(d, "eventName")));
+    let operation = match probe.str(Key::EventName)? {
+        Some(operation) => Some(operation),
+        None => insight.and_then(|d| get_str(d, "eventName")),
+    };
     let Some(operation) = operation else {
         return reject(ErrorReason::MissingField, "CloudTrail record without `eventName`");
     };
-    let time = match probe.event_time.as_deref().or(probe.at_timestamp.as_deref()) {
+    let time_text = match probe.str(Key::EventTime)? {
+        Some(t) => Some(t),
+        None => probe.str(Key::AtTimestamp)?,
+    };
+    let time = match time_text.as_deref() {
         Some(text) => match parse_time(text) {
             Some(t) => Some(t),
             None => {
@@ -48,45 +54,47 @@ pub(crate) fn normalize<'a>(
         },
         None => None,
     };
-    let event_id = match non_empty(probe.event_id) {
+    let event_id = match probe.str(Key::EventId)? {
         Some(id) => EventId::Native(id),
         None => EventId::Hash(hash_fields(&[Some(raw)])),
     };
 
     let is_console_login = operation == "ConsoleLogin";
-    let mut principal = principal(probe.user_identity);
+    let mut principal = principal(probe.typed::<AwsIdentity<'a>>(Key::UserIdentity)?);
     if is_console_login || principal.mfa.is_none() {
-        if let Some(mfa) = probe.additional_event_data.as_ref().and_then(mfa_used) {
+        if let Some(mfa) = probe.object(Key::AdditionalEventData)?.and_then(mfa_used) {
             principal.mfa = Some(mfa);
         }
     }
 
-    let error_code = non_empty(probe.error_code);
-    let (outcome, error_code) = match error_code {
+    let (outcome, error_code) = match probe.str(Key::ErrorCode)? {
         Some(code) => (classify_error(&code), Some(code)),
-        None if is_console_login && console_login_failed(probe.response_elements.as_ref()) => {
-            (Outcome::Failed, non_empty(probe.error_message).or(Some(Cow::Borrowed("Failure"))))
+        None if is_console_login && console_login_failed(probe.object(Key::ResponseElements)?) => {
+            (Outcome::Failed, probe.str(Key::ErrorMessage)?.or(Some(Cow::Borrowed("Failure"))))
         }
         None => (Outcome::Success, None),
     };
 
-    let account = non_empty(probe.recipient_account_id).or_else(|| principal.account.clone());
+    let account = match probe.str(Key::RecipientAccountId)? {
+        Some(account) => Some(account),
+        None => principal.account.clone(),
+    };
     Ok(AuditEvent {
         cloud: Cloud::Aws,
         shape,
         time,
         event_id,
         account,
-        region: non_empty(probe.aws_region),
+        region: probe.str(Key::AwsRegion)?,
         service,
         operation,
         principal,
-        source_ip: non_empty(probe.source_ip_address).map(SourceIp::parse),
-        user_agent: non_empty(probe.user_agent),
+        source_ip: probe.str(Key::SourceIpAddress)?.map(SourceIp::parse),
+        user_agent: probe.str(Key::UserAgent)?,
         outcome,
         error_code,
-        read_only: probe.read_only.0,
-        resources: resources(probe.resources.as_ref()),
+        read_only: probe.bool_like(Key::ReadOnly)?,
+        resources: resources(probe.array(Key::Resources)?),
         raw: Cow::Borrowed(raw),
     })
 }
@@ -146,16 +154,15 @@ fn session_name<'a>(arn: &Str<'a>) -> Str<'a> {
     }
 }
 
-fn mfa_used(additional: &LazyValue<'_>) -> Option<bool> {
-    let value = additional.get("MFAUsed")?;
+fn mfa_used(additional: &str) -> Option<bool> {
+    let value = sonic_rs::get_from_str(additional, ["MFAUsed"]).ok()?;
     value.as_bool().or_else(|| value.as_str().and_then(parse_bool_text))
 }
 
-fn console_login_failed(response: Option<&LazyValue<'_>>) -> bool {
+fn console_login_failed(response: Option<&str>) -> bool {
     response
-        .and_then(|r| r.get("ConsoleLogin"))
-        .and_then(|v| v.as_str().map(|s| s.eq_ignore_ascii_case("Failure")))
-        .unwrap_or(false)
+        .and_then(|r| get_str(r, "ConsoleLogin"))
+        .is_some_and(|v| v.eq_ignore_ascii_case("Failure"))
 }
 
 /// `AccessDenied`, `Client.UnauthorizedOperation`, `AuthorizationError`, … are
@@ -170,12 +177,9 @@ pub(crate) fn classify_error(code: &str) -> Outcome {
     }
 }
 
-fn resources<'a>(value: Option<&LazyValue<'a>>) -> SmallVec<[Resource<'a>; 2]> {
+fn resources(text: Option<&str>) -> SmallVec<[Resource<'_>; 2]> {
     let mut out = SmallVec::new();
-    let Some(value) = value.filter(|v| v.is_array()) else {
-        return out;
-    };
-    let Cow::Borrowed(text) = value.as_raw_cow() else {
+    let Some(text) = text else {
         return out;
     };
     for item in sonic_rs::to_array_iter(text).flatten() {

@@ -17,10 +17,10 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 use smallvec::SmallVec;
-use sonic_rs::{JsonValueTrait, LazyValue};
+use sonic_rs::LazyValue;
 
 use super::decode::{ErrorReason, Rejection, get_str, hash_fields, json_string, reject, sub_str};
-use super::probe::Probe;
+use super::probe::{Key, Probe};
 use super::time::parse_time;
 use super::{
     AuditEvent, Cloud, EventId, Outcome, Principal, PrincipalKind, Resource, Shape, SourceIp, Str,
@@ -148,30 +148,43 @@ struct Claims<'a> {
     ipaddr: Option<Str<'a>>,
 }
 
+/// The first present string among `keys`.
+fn first_str<'a>(probe: &Probe<'a>, keys: &[Key]) -> Result<Option<Str<'a>>, Rejection> {
+    for key in keys {
+        if let Some(value) = probe.str(*key)? {
+            return Ok(Some(value));
+        }
+    }
+    Ok(None)
+}
+
+/// A string field of an object field (`authorization.scope`), leniently.
+fn nested_str<'a>(probe: &Probe<'a>, key: Key, field: &str) -> Option<Str<'a>> {
+    probe
+        .raw(key)
+        .filter(|raw| raw.starts_with('{'))
+        .and_then(|raw| get_str(raw, field))
+}
+
 pub(crate) fn normalize<'a>(
     probe: Probe<'a>,
     raw: &'a str,
     shape: Shape,
 ) -> Result<AuditEvent<'a>, Rejection> {
-    let operation = probe
-        .operation_name
-        .and_then(|o| o.value)
-        .or_else(|| probe.operation_name_snake.and_then(|o| o.value))
-        // `az monitor activity-log list --query` output may keep only `authorization`.
-        .or_else(|| match probe.authorization.as_ref().map(|a| a.as_raw_cow()) {
-            Some(Cow::Borrowed(text)) => get_str(text, "action"),
-            _ => None,
-        });
-    let Some(operation) = non_empty(operation) else {
+    let operation = match probe.str_or_value(Key::OperationName)? {
+        Some((operation, _)) => Some(operation),
+        None => match probe.str_or_value(Key::OperationNameSnake)? {
+            Some((operation, _)) => Some(operation),
+            // `az monitor activity-log list --query` output may keep only `authorization`.
+            None => nested_str(&probe, Key::Authorization, "action"),
+        },
+    };
+    let Some(operation) = operation else {
         return reject(ErrorReason::MissingField, "Azure activity record without `operationName`");
     };
 
-    let time_text = probe
-        .time
-        .as_deref()
-        .or(probe.event_timestamp.as_deref())
-        .or(probe.event_timestamp_snake.as_deref());
-    let time = match time_text {
+    let time_text = first_str(&probe, &[Key::Time, Key::EventTimestamp, Key::EventTimestampSnake])?;
+    let time = match time_text.as_deref() {
         Some(text) => match parse_time(text) {
             Some(t) => Some(t),
             None => return reject(ErrorReason::BadTimestamp, format!("`time` `{text}` is not a timestamp")),
@@ -179,33 +192,39 @@ pub(crate) fn normalize<'a>(
         None => None,
     };
 
-    let resource_id = non_empty(probe.resource_id.or(probe.resource_id_snake));
+    let resource_id = first_str(&probe, &[Key::ResourceId, Key::ResourceIdSnake])?;
+    // `identity` is an object in the Event Hubs shape, and sometimes a plain string.
     let identity: Option<Identity<'a>> = probe
-        .identity
-        .as_ref()
-        .filter(|v| v.is_object())
-        .and_then(|v| match v.as_raw_cow() {
-            Cow::Borrowed(text) => sonic_rs::from_str(text).ok(),
-            Cow::Owned(_) => None,
-        });
+        .raw(Key::Identity)
+        .filter(|raw| raw.starts_with('{'))
+        .and_then(|raw| sonic_rs::from_str(raw).ok());
+    let identity_string = probe
+        .raw(Key::Identity)
+        .filter(|raw| raw.starts_with('"'))
+        .and_then(json_string);
     let authorization_scope = identity
         .as_ref()
         .and_then(|i| i.authorization.as_ref())
         .and_then(|a| a.scope.clone())
-        .or_else(|| top_level_scope(probe.authorization.as_ref()));
+        .or_else(|| nested_str(&probe, Key::Authorization, "scope"));
 
-    let service = service(&operation, probe.resource_provider_name.or(probe.resource_provider_name_snake).and_then(|p| p.value), resource_id.as_ref());
+    let provider_name = match probe.str_or_value(Key::ResourceProviderName)? {
+        Some((name, _)) => Some(name),
+        None => probe.str_or_value(Key::ResourceProviderNameSnake)?.map(|(name, _)| name),
+    };
+    let service = service(&operation, provider_name, resource_id.as_ref());
 
-    let event_id = match non_empty(probe.event_data_id.or(probe.event_data_id_snake)) {
+    let event_id = match first_str(&probe, &[Key::EventDataId, Key::EventDataIdSnake])? {
         Some(id) => EventId::Native(id),
         None => {
-            let correlation = probe.correlation_id.as_deref().or(probe.correlation_id_snake.as_deref());
+            let correlation = first_str(&probe, &[Key::CorrelationId, Key::CorrelationIdSnake])?;
+            let result_type = probe.str(Key::ResultType)?;
             if correlation.is_some() || time_text.is_some() {
                 EventId::Hash(hash_fields(&[
-                    correlation,
+                    correlation.as_deref(),
                     Some(&operation),
-                    probe.result_type.as_deref(),
-                    time_text,
+                    result_type.as_deref(),
+                    time_text.as_deref(),
                 ]))
             } else {
                 EventId::Hash(hash_fields(&[Some(raw)]))
@@ -213,52 +232,53 @@ pub(crate) fn normalize<'a>(
         }
     };
 
-    let account = resource_id
-        .as_ref()
-        .and_then(|id| subscription_of(id))
-        .or_else(|| non_empty(probe.subscription_id.or(probe.subscription_id_snake)))
-        .or_else(|| authorization_scope.as_ref().and_then(|s| subscription_of(s)));
+    let account = match resource_id.as_ref().and_then(|id| subscription_of(id)) {
+        Some(account) => Some(account),
+        None => match first_str(&probe, &[Key::SubscriptionId, Key::SubscriptionIdSnake])? {
+            Some(account) => Some(account),
+            None => authorization_scope.as_ref().and_then(|s| subscription_of(s)),
+        },
+    };
 
-    let claims_value = identity
+    // The JWT claims are enrichment: claims that do not parse are ignored.
+    let claims_raw = identity
         .as_ref()
-        .and_then(|i| i.claims.clone())
-        .or(probe.claims);
-    let claims: Claims<'a> = claims_value
-        .as_ref()
-        .filter(|v| v.is_object())
-        .and_then(|v| match v.as_raw_cow() {
-            Cow::Borrowed(text) => sonic_rs::from_str(text).ok(),
+        .and_then(|i| i.claims.as_ref())
+        .and_then(|c| match c.as_raw_cow() {
+            Cow::Borrowed(raw) => Some(raw),
             Cow::Owned(_) => None,
         })
+        .or_else(|| probe.raw(Key::Claims))
+        .filter(|raw| raw.starts_with('{'));
+    let claims: Claims<'a> = claims_raw
+        .and_then(|raw| sonic_rs::from_str(raw).ok())
         .unwrap_or_default();
-    let identity_string = probe
-        .identity
-        .as_ref()
-        .filter(|v| v.is_str())
-        .and_then(|v| match v.as_raw_cow() {
-            Cow::Borrowed(raw) => json_string(raw),
-            Cow::Owned(raw) => json_string(&raw).map(|s| Cow::Owned(s.into_owned())),
-        });
-    let evidence = identity
-        .and_then(|i| i.authorization)
-        .and_then(|a| a.evidence);
-    let caller = non_empty(probe.caller).or(identity_string);
-    let source_ip = non_empty(probe.caller_ip_address)
-        .or_else(|| http_client_ip(probe.http_request.as_ref().or(probe.http_request_snake.as_ref())))
-        .or_else(|| non_empty(claims.ipaddr.clone()))
-        .map(SourceIp::parse);
+    let evidence = identity.and_then(|i| i.authorization).and_then(|a| a.evidence);
+    let caller = probe.str(Key::Caller)?.or(identity_string);
+    let http_request = probe
+        .raw(Key::HttpRequest)
+        .or(probe.raw(Key::HttpRequestSnake))
+        .filter(|r| r.starts_with('{'));
+    let source_ip = match probe.str(Key::CallerIpAddress)? {
+        Some(ip) => Some(ip),
+        None => http_request
+            .and_then(|r| get_str(r, "clientIpAddress").or_else(|| get_str(r, "client_ip_address")))
+            .or_else(|| non_empty(claims.ipaddr.clone())),
+    }
+    .map(SourceIp::parse);
     let principal = principal(claims, evidence, caller);
 
-    let status = probe
-        .result_type
-        .clone()
-        .or_else(|| probe.status.and_then(|s| s.value));
+    let status = match probe.str(Key::ResultType)? {
+        Some(status) => Some(status),
+        None => probe.str_or_value(Key::Status)?.map(|(status, _)| status),
+    };
+    let sub_status = probe.str_or_value(Key::SubStatus)?.map(|(s, _)| s);
     let (outcome, error_code) = outcome(
         status.as_deref(),
         &operation,
-        probe.result_signature,
-        probe.sub_status.and_then(|s| s.value),
-        probe.properties.as_ref(),
+        probe.str(Key::ResultSignature)?,
+        sub_status,
+        probe.raw(Key::Properties).filter(|p| p.starts_with('{')),
     );
 
     let read_only = if ends_with_ignore_case(&operation, "/read") {
@@ -270,15 +290,10 @@ pub(crate) fn normalize<'a>(
     };
 
     let mut resources = SmallVec::new();
-    if let Some(id) = resource_id.or(authorization_scope).or_else(|| {
-        probe
-            .properties
-            .as_ref()
-            .and_then(|p| match p.as_raw_cow() {
-                Cow::Borrowed(text) => get_str(text, "entity"),
-                Cow::Owned(_) => None,
-            })
-    }) {
+    let resource = resource_id
+        .or(authorization_scope)
+        .or_else(|| nested_str(&probe, Key::Properties, "entity"));
+    if let Some(id) = resource {
         resources.push(Resource { id, kind: None });
     }
 
@@ -288,7 +303,7 @@ pub(crate) fn normalize<'a>(
         time,
         event_id,
         account,
-        region: non_empty(probe.location),
+        region: probe.str(Key::Location).ok().flatten(),
         service,
         operation,
         principal,
@@ -300,20 +315,6 @@ pub(crate) fn normalize<'a>(
         resources,
         raw: Cow::Borrowed(raw),
     })
-}
-
-fn top_level_scope<'a>(authorization: Option<&LazyValue<'a>>) -> Option<Str<'a>> {
-    match authorization?.as_raw_cow() {
-        Cow::Borrowed(text) => get_str(text, "scope"),
-        Cow::Owned(_) => None,
-    }
-}
-
-fn http_client_ip<'a>(http_request: Option<&LazyValue<'a>>) -> Option<Str<'a>> {
-    match http_request?.as_raw_cow() {
-        Cow::Borrowed(text) => get_str(text, "clientIpAddress").or_else(|| get_str(text, "client_ip_address")),
-        Cow::Owned(_) => None,
-    }
 }
 
 fn service<'a>(operation: &Str<'a>, provider_name: Option<Str<'a>>, resource_id: Option<&Str<'a>>) -> Str<'a> {
@@ -408,7 +409,7 @@ fn outcome<'a>(
     operation: &str,
     result_signature: Option<Str<'a>>,
     sub_status: Option<Str<'a>>,
-    properties: Option<&LazyValue<'a>>,
+    properties: Option<&'a str>,
 ) -> (Outcome, Option<Str<'a>>) {
     let Some(status) = status.map(str::to_ascii_lowercase) else {
         return (Outcome::Success, None);
@@ -419,10 +420,7 @@ fn outcome<'a>(
     if !(status.starts_with("fail") || status == "error" || status == "canceled" || status == "cancelled") {
         return (Outcome::Success, None);
     }
-    let status_code = properties.and_then(|p| match p.as_raw_cow() {
-        Cow::Borrowed(text) => get_str(text, "statusCode"),
-        Cow::Owned(_) => None,
-    });
+    let status_code = properties.and_then(|p| get_str(p, "statusCode"));
     let code = status_code.or(non_empty(sub_status)).or(non_empty(result_signature));
     let denied = ends_with_ignore_case(operation, "/deny/action")
         || code.as_deref().is_some_and(|c| {
@@ -456,8 +454,8 @@ mod tests {
 
     #[test]
     fn failure_with_forbidden_is_denied() {
-        let props = sonic_rs::get_from_str(r#"{"p":{"statusCode":"Forbidden"}}"#, ["p"]).unwrap();
-        let (outcome, code) = outcome(Some("Failure"), "Microsoft.Storage/storageAccounts/write", None, None, Some(&props));
+        let props = r#"{"statusCode":"Forbidden"}"#;
+        let (outcome, code) = outcome(Some("Failure"), "Microsoft.Storage/storageAccounts/write", None, None, Some(props));
         assert_eq!(outcome, Outcome::Denied);
         assert_eq!(code.as_deref(), Some("Forbidden"));
         let (outcome, _) = outcome_for("Start");

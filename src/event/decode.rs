@@ -32,9 +32,9 @@ use std::str::FromStr;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use sonic_rs::{JsonValueTrait, LazyValue};
+use sonic_rs::JsonValueTrait;
 
-use super::probe::Probe;
+use super::probe::{Key, Probe, classify_sonic_error};
 use super::{AuditEvent, Cloud, Shape, aws, azure, gcp};
 
 /// Envelopes nest at most this deep (LookupEvents response → item → record).
@@ -405,10 +405,9 @@ where
             Some(b'{') => self.value(text, None, location, 0),
             Some(b'[') => self.array(text, None, location, 0),
             Some(_) => {
-                let reason = if sonic_rs::from_str::<serde::de::IgnoredAny>(text).is_ok() {
-                    ErrorReason::UnknownFormat
-                } else {
-                    classify_json_error(text).0
+                let reason = match sonic_rs::from_str::<serde::de::IgnoredAny>(text) {
+                    Ok(_) => ErrorReason::UnknownFormat,
+                    Err(e) => classify_sonic_error(&e).0,
                 };
                 self.emit_error(
                     location,
@@ -474,10 +473,9 @@ where
             self.emit_error(location, ErrorReason::BadEnvelope, detail, text.as_bytes());
             return;
         }
-        let probe: Probe<'_> = match sonic_rs::from_str(text) {
+        let probe = match Probe::parse(text) {
             Ok(probe) => probe,
-            Err(_) => {
-                let (reason, detail) = classify_json_error(text);
+            Err((reason, detail)) => {
                 if reason == ErrorReason::Truncated {
                     if let Some((records, shape)) = truncated_envelope_records(text) {
                         // A cut-off archive object: keep the records before the cut;
@@ -504,72 +502,71 @@ where
         nesting: u8,
     ) -> Result<(), Rejection> {
         // Envelopes first: their keys never appear in records.
-        if let Some(records) = &probe.records_aws {
-            let records = envelope_array(records, "Records")?;
+        if let Some(records) = probe.array(Key::Records).map_err(as_bad_envelope)? {
             self.array(records, Some(Shape::CloudTrailS3Object), location, nesting);
             return Ok(());
         }
-        if let Some(records) = &probe.records_azure {
-            let records = envelope_array(records, "records")?;
+        if let Some(records) = probe.array(Key::RecordsAzure).map_err(as_bad_envelope)? {
             self.array(records, Some(Shape::AzureEventHubsBatch), location, nesting);
             return Ok(());
         }
-        if let Some(log_events) = &probe.log_events {
-            let log_events = envelope_array(log_events, "logEvents")?;
+        if let Some(log_events) = probe.array(Key::LogEvents).map_err(as_bad_envelope)? {
             self.cloudwatch_log_events(log_events, location, nesting);
             return Ok(());
         }
-        if let Some(events) = &probe.lookup_events {
-            let events = envelope_array(events, "Events")?;
+        if let Some(events) = probe.array(Key::Events).map_err(as_bad_envelope)? {
             self.array(events, Some(Shape::CloudTrailLookupEvents), location, nesting);
             return Ok(());
         }
-        if let Some(event) = &probe.cloudtrail_event {
-            let record = embedded_string(event, "CloudTrailEvent")?;
+        if let Some(raw) = probe.raw(Key::CloudTrailEvent) {
+            let Some(record) = raw.starts_with('"').then(|| json_string(raw)).flatten() else {
+                return reject(ErrorReason::BadEnvelope, "`CloudTrailEvent` is not a string holding a record");
+            };
+            let record = record.into_owned();
             self.embedded(&record, Shape::CloudTrailLookupEvents, location, nesting);
             return Ok(());
         }
-        if let Some(detail_type) = &probe.detail_type {
-            if !is_cloudtrail_detail_type(detail_type) {
+        if let Some(detail_type) = probe.str(Key::DetailType)? {
+            if !is_cloudtrail_detail_type(&detail_type) {
                 return reject(
                     ErrorReason::NotAuditLog,
                     format!("EventBridge event of detail-type `{detail_type}` is not a CloudTrail record"),
                 );
             }
-            let Some(detail) = probe.detail.as_ref().filter(|d| d.is_object()) else {
+            let Some(detail) = probe.raw(Key::Detail).filter(|d| d.starts_with('{')) else {
                 return reject(ErrorReason::BadEnvelope, "EventBridge event has no `detail` object");
             };
-            self.value(detail.as_raw_str(), Some(Shape::CloudTrailEventBridge), location, nesting + 1);
+            self.value(detail, Some(Shape::CloudTrailEventBridge), location, nesting + 1);
             return Ok(());
         }
-        if let Some(message) = &probe.message {
-            if probe.proto_payload.is_none() && (probe.subscription.is_some() || message.get("data").is_some()) {
+        if let Some(message) = probe.object(Key::Message).ok().flatten() {
+            if !probe.has(Key::ProtoPayload) && (probe.has(Key::Subscription) || get_str(message, "data").is_some()) {
                 let entry = pubsub_data(message)?;
                 self.embedded(&entry, Shape::GcpPubSubPush, location, nesting);
                 return Ok(());
             }
         }
         // Records.
-        let (cloud, default_shape) = if probe.proto_payload.is_some() {
+        let (cloud, default_shape) = if probe.has(Key::ProtoPayload) {
             (Cloud::Gcp, Shape::GcpLogEntry)
-        } else if probe.json_payload.is_some() || probe.text_payload.is_some() {
+        } else if probe.has(Key::JsonPayload) || probe.has(Key::TextPayload) {
             return reject(
                 ErrorReason::NotAuditLog,
                 "log entry with jsonPayload/textPayload is not a Cloud Audit Logs entry",
             );
-        } else if probe.event_source.is_some()
-            || probe.event_version.is_some()
-            || probe.event_name.as_ref().is_some_and(|n| !n.object)
+        } else if probe.has(Key::EventSource)
+            || probe.has(Key::EventVersion)
+            || (probe.has(Key::EventName) && !probe.is_object(Key::EventName))
         {
             (Cloud::Aws, Shape::CloudTrailRecord)
-        } else if probe.operation_name.is_some()
-            || probe.operation_name_snake.is_some()
-            || (probe.authorization.is_some() && (probe.caller.is_some() || probe.event_timestamp.is_some()))
+        } else if probe.has(Key::OperationName)
+            || probe.has(Key::OperationNameSnake)
+            || (probe.has(Key::Authorization) && (probe.has(Key::Caller) || probe.has(Key::EventTimestamp)))
         {
-            let rest = matches!(&probe.operation_name, Some(op) if op.object)
-                || probe.operation_name_snake.is_some()
-                || probe.event_timestamp.is_some()
-                || probe.caller.is_some();
+            let rest = probe.is_object(Key::OperationName)
+                || probe.has(Key::OperationNameSnake)
+                || probe.has(Key::EventTimestamp)
+                || probe.has(Key::Caller);
             (Cloud::Azure, if rest { Shape::AzureRest } else { Shape::AzureRecord })
         } else {
             return reject(
@@ -667,6 +664,11 @@ fn truncated_envelope_records(text: &str) -> Option<(&str, Shape)> {
     rest.starts_with('[').then_some((rest, shape))
 }
 
+/// An envelope key of the wrong type is a malformed envelope.
+fn as_bad_envelope((_, detail): Rejection) -> Rejection {
+    (ErrorReason::BadEnvelope, detail)
+}
+
 fn is_cloudtrail_detail_type(detail_type: &str) -> bool {
     matches!(
         detail_type,
@@ -678,31 +680,13 @@ fn is_cloudtrail_detail_type(detail_type: &str) -> bool {
     )
 }
 
-fn envelope_array<'v>(value: &'v LazyValue<'_>, name: &str) -> Result<&'v str, Rejection> {
-    if value.is_array() {
-        Ok(value.as_raw_str())
-    } else {
-        reject(ErrorReason::BadEnvelope, format!("`{name}` is not an array"))
-    }
-}
-
-fn embedded_string(value: &LazyValue<'_>, name: &str) -> Result<String, Rejection> {
-    match value.as_str() {
-        Some(s) => Ok(s.to_owned()),
-        None => reject(ErrorReason::BadEnvelope, format!("`{name}` is not a string holding a record")),
-    }
-}
-
-fn pubsub_data(message: &LazyValue<'_>) -> Result<String, Rejection> {
-    let Some(data) = message.get("data") else {
-        return reject(ErrorReason::BadEnvelope, "Pub/Sub message without `data`");
-    };
-    let Some(data) = data.as_str() else {
-        return reject(ErrorReason::BadEnvelope, "Pub/Sub `message.data` is not a string");
+fn pubsub_data(message: &str) -> Result<String, Rejection> {
+    let Some(data) = get_str(message, "data") else {
+        return reject(ErrorReason::BadEnvelope, "Pub/Sub message without a string `data`");
     };
     let bytes = base64::engine::general_purpose::STANDARD
-        .decode(data)
-        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(data))
+        .decode(&*data)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(&*data))
         .map_err(|e| (ErrorReason::BadEnvelope, format!("Pub/Sub `message.data` is not base64: {e}")))?;
     String::from_utf8(bytes).map_err(|e| {
         (
@@ -710,35 +694,6 @@ fn pubsub_data(message: &LazyValue<'_>) -> Result<String, Rejection> {
             format!("Pub/Sub `message.data` is not UTF-8 at byte {}", e.utf8_error().valid_up_to()),
         )
     })
-}
-
-/// Re-parses a failing object to say precisely what is wrong (error path only).
-fn classify_json_error(text: &str) -> Rejection {
-    let mut de = sonic_rs::Deserializer::from_str(text);
-    let err = match serde_path_to_error::deserialize::<_, Probe<'_>>(&mut de) {
-        Ok(_) => match sonic_rs::from_str::<Probe<'_>>(text) {
-            Ok(_) => return (ErrorReason::Syntax, "invalid JSON".into()),
-            Err(e) => return classify_sonic(&e, None),
-        },
-        Err(e) => e,
-    };
-    let path = err.path().to_string();
-    classify_sonic(err.inner(), Some(path))
-}
-
-fn classify_sonic(e: &sonic_rs::Error, path: Option<String>) -> Rejection {
-    let reason = if e.is_eof() {
-        ErrorReason::Truncated
-    } else if e.is_unmatched_type() || e.to_string().contains("invalid type") {
-        ErrorReason::WrongType
-    } else {
-        ErrorReason::Syntax
-    };
-    let detail = match path {
-        Some(path) if reason == ErrorReason::WrongType && path != "." => format!("field `{path}`: {e}"),
-        _ => e.to_string(),
-    };
-    (reason, detail)
 }
 
 fn inflate(payload: &[u8], limit: usize) -> Result<Vec<u8>, Rejection> {

@@ -15,7 +15,7 @@ use smallvec::SmallVec;
 use sonic_rs::{JsonValueTrait, LazyValue};
 
 use super::decode::{ErrorReason, Rejection, get_str, hash_fields, reject, sub_str};
-use super::probe::{GcpAuthenticationInfo, Probe};
+use super::probe::{GcpAuditLog, GcpAuthenticationInfo, GcpMonitoredResource, Key, Probe};
 use super::time::parse_time;
 use super::{
     AuditEvent, Cloud, EventId, Outcome, Principal, PrincipalKind, Resource, Shape, SourceIp, Str,
@@ -53,7 +53,7 @@ pub(crate) fn normalize<'a>(
     raw: &'a str,
     shape: Shape,
 ) -> Result<AuditEvent<'a>, Rejection> {
-    let Some(payload) = probe.proto_payload else {
+    let Some(payload) = probe.typed::<GcpAuditLog<'a>>(Key::ProtoPayload)? else {
         return reject(ErrorReason::MissingField, "LogEntry without `protoPayload`");
     };
     if let Some(type_url) = payload.type_url.as_deref() {
@@ -70,22 +70,26 @@ pub(crate) fn normalize<'a>(
     let Some(operation) = non_empty(payload.method_name) else {
         return reject(ErrorReason::MissingField, "AuditLog without `methodName`");
     };
-    let time_text = probe.timestamp.as_deref().or(probe.receive_timestamp.as_deref());
-    let time = match time_text {
+    let time_text = match probe.str(Key::Timestamp)? {
+        Some(t) => Some(t),
+        None => probe.str(Key::ReceiveTimestamp)?,
+    };
+    let time = match time_text.as_deref() {
         Some(text) => match parse_time(text) {
             Some(t) => Some(t),
             None => return reject(ErrorReason::BadTimestamp, format!("`timestamp` `{text}` is not a timestamp")),
         },
         None => None,
     };
-    let event_id = match non_empty(probe.insert_id) {
+    let event_id = match probe.str(Key::InsertId)? {
         Some(id) => EventId::Native(id),
         None => EventId::Hash(hash_fields(&[Some(raw)])),
     };
-    let stream = probe.log_name.as_deref().map(audit_stream).unwrap_or(AuditStream::Other);
+    let log_name = probe.str(Key::LogName)?;
+    let stream = log_name.as_deref().map(audit_stream).unwrap_or(AuditStream::Other);
 
     let resource_name = non_empty(payload.resource_name);
-    let (resource_type, labels) = match probe.resource {
+    let (resource_type, labels) = match probe.typed::<GcpMonitoredResource<'a>>(Key::Resource)? {
         Some(r) => (non_empty(r.kind), r.labels),
         None => (None, None),
     };
@@ -94,7 +98,7 @@ pub(crate) fn normalize<'a>(
         None => (None, None),
     };
     let account = project
-        .or_else(|| probe.log_name.as_ref().and_then(scope_of_log_name))
+        .or_else(|| log_name.as_ref().and_then(scope_of_log_name))
         .or_else(|| resource_name.as_ref().and_then(|n| project_of_resource(n)));
     let region = region.or_else(|| payload.resource_location.as_ref().and_then(first_location));
 

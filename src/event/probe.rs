@@ -1,13 +1,13 @@
 //! The one-pass view of a JSON object that might be any supported shape.
 //!
-//! Every record or envelope is deserialized once into [`Probe`], a superset of
-//! the top-level keys of all shapes: CloudTrail records and their envelopes,
-//! Azure Event Hubs / REST / SDK records, GCP `LogEntry` and the Pub/Sub push
-//! envelope. Strings borrow from the input; nested objects the normalizers need
-//! are typed (`userIdentity`, `protoPayload`), and everything that differs in
-//! type between shapes, or is only sometimes needed, is a lazy raw slice
-//! ([`sonic_rs::LazyValue`]) that costs a SIMD skip unless it is read. Unknown
-//! keys are skipped. Shape detection is then a few `Option` checks.
+//! Every record or envelope is read once into a [`Probe`]: a table of the raw
+//! JSON text of each known top-level key of all shapes (CloudTrail records and
+//! their envelopes, Azure Event Hubs / REST / SDK records, GCP `LogEntry` and
+//! the Pub/Sub push envelope). Nothing is parsed beyond finding where each value
+//! ends (a SIMD skip); strings are decoded on access, borrowed unless they hold
+//! escapes, and nested objects are parsed on access into the small typed structs
+//! below. A first version derived `Deserialize` for a 2.8 KB struct of `Option`
+//! fields; initializing and moving it cost more than parsing the record.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -17,6 +17,7 @@ use serde::Deserialize;
 use sonic_rs::LazyValue;
 
 use super::Str;
+use super::decode::{ErrorReason, Rejection, get_str, json_string, reject};
 
 /// A boolean that some logs write as `true` and others as `"true"`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -58,46 +59,6 @@ pub(crate) fn parse_bool_text(v: &str) -> Option<bool> {
         Some(false)
     } else {
         None
-    }
-}
-
-/// A value that is either a string or an object with a `value` string (Azure
-/// REST writes `operationName: {value, localizedValue}`, Event Hubs a string).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct StrOrValue<'a> {
-    pub value: Option<Str<'a>>,
-    /// Whether it was written as an object (`{"value": ...}`).
-    pub object: bool,
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for StrOrValue<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct WithValue<'a> {
-            #[serde(borrow, default)]
-            value: Option<Cow<'a, str>>,
-        }
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = StrOrValue<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string or an object with a `value` string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(StrOrValue { value: Some(Cow::Borrowed(v)), object: false })
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(StrOrValue { value: Some(Cow::Owned(v.to_owned())), object: false })
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(StrOrValue { value: None, object: false })
-            }
-            fn visit_map<M: de::MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
-                let inner = WithValue::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(StrOrValue { value: inner.value, object: true })
-            }
-        }
-        deserializer.deserialize_any(V(std::marker::PhantomData))
     }
 }
 
@@ -234,157 +195,378 @@ pub(crate) struct GcpResourceLabels<'a> {
     pub region: Option<Str<'a>>,
 }
 
-/// The superset of top-level keys. See the module docs.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+
+/// The top-level keys of every supported shape. See [`Probe`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Key {
+    // CloudTrail S3 object envelope
+    Records,
+    // Event Hubs batch / storage blob envelope
+    RecordsAzure,
+    // CloudWatch Logs subscription payload
+    LogEvents,
+    // LookupEvents item: the record as a JSON string
+    CloudTrailEvent,
+    // LookupEvents response
+    Events,
+    // EventBridge event
+    DetailType,
+    Detail,
+    // Pub/Sub push envelope
+    Message,
+    Subscription,
+    // CloudTrail
+    EventVersion,
+    EventTime,
+    // Logstash exports
+    AtTimestamp,
+    EventSource,
+    // a string in CloudTrail, {value} in Azure REST
+    EventName,
+    AwsRegion,
+    SourceIpAddress,
+    UserAgent,
+    ErrorCode,
+    ErrorMessage,
+    EventId,
+    ReadOnly,
+    EventType,
+    RecipientAccountId,
+    UserIdentity,
+    Resources,
+    AdditionalEventData,
+    ResponseElements,
+    InsightDetails,
+    // Azure Event Hubs / storage shape
+    Time,
+    ResourceId,
+    OperationName,
+    Category,
+    ResultType,
+    ResultSignature,
+    CallerIpAddress,
+    CorrelationId,
+    Identity,
+    Properties,
+    Location,
+    // Azure REST (camelCase) and SDK (snake_case) shapes
+    EventTimestamp,
+    EventTimestampSnake,
+    OperationNameSnake,
+    EventDataId,
+    EventDataIdSnake,
+    CorrelationIdSnake,
+    ResourceIdSnake,
+    SubscriptionId,
+    SubscriptionIdSnake,
+    ResourceProviderName,
+    ResourceProviderNameSnake,
+    Caller,
+    Claims,
+    Authorization,
+    Status,
+    SubStatus,
+    HttpRequest,
+    HttpRequestSnake,
+    // GCP LogEntry
+    ProtoPayload,
+    JsonPayload,
+    TextPayload,
+    LogName,
+    Timestamp,
+    ReceiveTimestamp,
+    InsertId,
+    Resource,
+}
+
+const KEY_COUNT: usize = 65;
+
+impl Key {
+    fn from_name(name: &str) -> Option<Key> {
+        Some(match name {
+            "Records" => Key::Records,
+            "records" => Key::RecordsAzure,
+            "logEvents" => Key::LogEvents,
+            "CloudTrailEvent" => Key::CloudTrailEvent,
+            "Events" => Key::Events,
+            "detail-type" => Key::DetailType,
+            "detail" => Key::Detail,
+            "message" => Key::Message,
+            "subscription" => Key::Subscription,
+            "eventVersion" => Key::EventVersion,
+            "eventTime" => Key::EventTime,
+            "@timestamp" => Key::AtTimestamp,
+            "eventSource" => Key::EventSource,
+            "eventName" => Key::EventName,
+            "awsRegion" => Key::AwsRegion,
+            "sourceIPAddress" => Key::SourceIpAddress,
+            "userAgent" => Key::UserAgent,
+            "errorCode" => Key::ErrorCode,
+            "errorMessage" => Key::ErrorMessage,
+            "eventID" => Key::EventId,
+            "readOnly" => Key::ReadOnly,
+            "eventType" => Key::EventType,
+            "recipientAccountId" => Key::RecipientAccountId,
+            "userIdentity" => Key::UserIdentity,
+            "resources" => Key::Resources,
+            "additionalEventData" => Key::AdditionalEventData,
+            "responseElements" => Key::ResponseElements,
+            "insightDetails" => Key::InsightDetails,
+            "time" => Key::Time,
+            "resourceId" => Key::ResourceId,
+            "operationName" => Key::OperationName,
+            "category" => Key::Category,
+            "resultType" => Key::ResultType,
+            "resultSignature" => Key::ResultSignature,
+            "callerIpAddress" => Key::CallerIpAddress,
+            "correlationId" => Key::CorrelationId,
+            "identity" => Key::Identity,
+            "properties" => Key::Properties,
+            "location" => Key::Location,
+            "eventTimestamp" => Key::EventTimestamp,
+            "event_timestamp" => Key::EventTimestampSnake,
+            "operation_name" => Key::OperationNameSnake,
+            "eventDataId" => Key::EventDataId,
+            "event_data_id" => Key::EventDataIdSnake,
+            "correlation_id" => Key::CorrelationIdSnake,
+            "resource_id" => Key::ResourceIdSnake,
+            "subscriptionId" => Key::SubscriptionId,
+            "subscription_id" => Key::SubscriptionIdSnake,
+            "resourceProviderName" => Key::ResourceProviderName,
+            "resource_provider_name" => Key::ResourceProviderNameSnake,
+            "caller" => Key::Caller,
+            "claims" => Key::Claims,
+            "authorization" => Key::Authorization,
+            "status" => Key::Status,
+            "subStatus" => Key::SubStatus,
+            "httpRequest" => Key::HttpRequest,
+            "http_request" => Key::HttpRequestSnake,
+            "protoPayload" => Key::ProtoPayload,
+            "jsonPayload" => Key::JsonPayload,
+            "textPayload" => Key::TextPayload,
+            "logName" => Key::LogName,
+            "timestamp" => Key::Timestamp,
+            "receiveTimestamp" => Key::ReceiveTimestamp,
+            "insertId" => Key::InsertId,
+            "resource" => Key::Resource,
+            _ => return None,
+        })
+    }
+
+    /// The key as written in the record.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Key::Records => "Records",
+            Key::RecordsAzure => "records",
+            Key::LogEvents => "logEvents",
+            Key::CloudTrailEvent => "CloudTrailEvent",
+            Key::Events => "Events",
+            Key::DetailType => "detail-type",
+            Key::Detail => "detail",
+            Key::Message => "message",
+            Key::Subscription => "subscription",
+            Key::EventVersion => "eventVersion",
+            Key::EventTime => "eventTime",
+            Key::AtTimestamp => "@timestamp",
+            Key::EventSource => "eventSource",
+            Key::EventName => "eventName",
+            Key::AwsRegion => "awsRegion",
+            Key::SourceIpAddress => "sourceIPAddress",
+            Key::UserAgent => "userAgent",
+            Key::ErrorCode => "errorCode",
+            Key::ErrorMessage => "errorMessage",
+            Key::EventId => "eventID",
+            Key::ReadOnly => "readOnly",
+            Key::EventType => "eventType",
+            Key::RecipientAccountId => "recipientAccountId",
+            Key::UserIdentity => "userIdentity",
+            Key::Resources => "resources",
+            Key::AdditionalEventData => "additionalEventData",
+            Key::ResponseElements => "responseElements",
+            Key::InsightDetails => "insightDetails",
+            Key::Time => "time",
+            Key::ResourceId => "resourceId",
+            Key::OperationName => "operationName",
+            Key::Category => "category",
+            Key::ResultType => "resultType",
+            Key::ResultSignature => "resultSignature",
+            Key::CallerIpAddress => "callerIpAddress",
+            Key::CorrelationId => "correlationId",
+            Key::Identity => "identity",
+            Key::Properties => "properties",
+            Key::Location => "location",
+            Key::EventTimestamp => "eventTimestamp",
+            Key::EventTimestampSnake => "event_timestamp",
+            Key::OperationNameSnake => "operation_name",
+            Key::EventDataId => "eventDataId",
+            Key::EventDataIdSnake => "event_data_id",
+            Key::CorrelationIdSnake => "correlation_id",
+            Key::ResourceIdSnake => "resource_id",
+            Key::SubscriptionId => "subscriptionId",
+            Key::SubscriptionIdSnake => "subscription_id",
+            Key::ResourceProviderName => "resourceProviderName",
+            Key::ResourceProviderNameSnake => "resource_provider_name",
+            Key::Caller => "caller",
+            Key::Claims => "claims",
+            Key::Authorization => "authorization",
+            Key::Status => "status",
+            Key::SubStatus => "subStatus",
+            Key::HttpRequest => "httpRequest",
+            Key::HttpRequestSnake => "http_request",
+            Key::ProtoPayload => "protoPayload",
+            Key::JsonPayload => "jsonPayload",
+            Key::TextPayload => "textPayload",
+            Key::LogName => "logName",
+            Key::Timestamp => "timestamp",
+            Key::ReceiveTimestamp => "receiveTimestamp",
+            Key::InsertId => "insertId",
+            Key::Resource => "resource",
+        }
+    }
+}
+
+/// The raw JSON text of each known top-level key of one object.
+///
+/// Built in one pass: keys are matched against [`Key`], the value of a known key
+/// is kept as its raw text (a SIMD skip, no parsing), unknown keys are skipped.
+/// Shape detection is then a few presence checks, and the normalizers read the
+/// values they need through the typed accessors, which name the field in their
+/// errors. Nested objects (`userIdentity`, `protoPayload`, …) are parsed on
+/// demand from their raw text into small typed structs.
 pub(crate) struct Probe<'a> {
-    // ---- envelopes ----
-    /// CloudTrail S3 object.
-    #[serde(borrow, rename = "Records")]
-    pub records_aws: Option<LazyValue<'a>>,
-    /// Azure Event Hubs batch / storage blob.
-    #[serde(borrow, rename = "records")]
-    pub records_azure: Option<LazyValue<'a>>,
-    /// CloudWatch Logs subscription payload.
-    #[serde(borrow, rename = "logEvents")]
-    pub log_events: Option<LazyValue<'a>>,
-    /// LookupEvents result item: the record as a JSON string.
-    #[serde(borrow, rename = "CloudTrailEvent")]
-    pub cloudtrail_event: Option<LazyValue<'a>>,
-    /// LookupEvents response: `{"Events":[...], "NextToken": ...}`.
-    #[serde(borrow, rename = "Events")]
-    pub lookup_events: Option<LazyValue<'a>>,
-    /// EventBridge event.
-    #[serde(borrow, rename = "detail-type")]
-    pub detail_type: Option<Str<'a>>,
-    #[serde(borrow)]
-    pub detail: Option<LazyValue<'a>>,
-    /// Pub/Sub push envelope: `{"message":{"data":"<base64>"},"subscription":...}`.
-    #[serde(borrow)]
-    pub message: Option<LazyValue<'a>>,
-    #[serde(borrow)]
-    pub subscription: Option<LazyValue<'a>>,
+    values: [Option<&'a str>; KEY_COUNT],
+}
 
-    // ---- CloudTrail ----
-    #[serde(borrow, rename = "eventVersion")]
-    pub event_version: Option<Str<'a>>,
-    #[serde(borrow, rename = "eventTime")]
-    pub event_time: Option<Str<'a>>,
-    /// Logstash-shipped exports replace `eventTime` with `@timestamp`.
-    #[serde(borrow, rename = "@timestamp")]
-    pub at_timestamp: Option<Str<'a>>,
-    #[serde(borrow, rename = "eventSource")]
-    pub event_source: Option<Str<'a>>,
-    /// A string in CloudTrail; `{value, localizedValue}` in Azure's REST shape.
-    #[serde(borrow, rename = "eventName")]
-    pub event_name: Option<StrOrValue<'a>>,
-    /// CloudTrail Insights events name the API in `insightDetails`.
-    #[serde(borrow, rename = "insightDetails")]
-    pub insight_details: Option<LazyValue<'a>>,
-    #[serde(borrow, rename = "awsRegion")]
-    pub aws_region: Option<Str<'a>>,
-    #[serde(borrow, rename = "sourceIPAddress")]
-    pub source_ip_address: Option<Str<'a>>,
-    #[serde(borrow, rename = "userAgent")]
-    pub user_agent: Option<Str<'a>>,
-    #[serde(borrow, rename = "errorCode")]
-    pub error_code: Option<Str<'a>>,
-    #[serde(borrow, rename = "errorMessage")]
-    pub error_message: Option<Str<'a>>,
-    #[serde(borrow, rename = "eventID")]
-    pub event_id: Option<Str<'a>>,
-    #[serde(rename = "readOnly")]
-    pub read_only: BoolLike,
-    #[serde(borrow, rename = "eventType")]
-    pub event_type: Option<Str<'a>>,
-    #[serde(borrow, rename = "recipientAccountId")]
-    pub recipient_account_id: Option<Str<'a>>,
-    #[serde(borrow, rename = "userIdentity")]
-    pub user_identity: Option<AwsIdentity<'a>>,
-    #[serde(borrow)]
-    pub resources: Option<LazyValue<'a>>,
-    #[serde(borrow, rename = "additionalEventData")]
-    pub additional_event_data: Option<LazyValue<'a>>,
-    #[serde(borrow, rename = "responseElements")]
-    pub response_elements: Option<LazyValue<'a>>,
+impl<'a> Probe<'a> {
+    /// Reads one JSON object. Fails on invalid JSON (`Truncated` when it ends
+    /// early, `Syntax` otherwise), on anything but an object, and on trailing
+    /// characters after it.
+    pub(crate) fn parse(text: &'a str) -> Result<Probe<'a>, Rejection> {
+        let mut probe = Probe {
+            values: [None; KEY_COUNT],
+        };
+        let base = text.as_ptr() as usize;
+        let mut end_of_last_value = None;
+        for entry in sonic_rs::to_object_iter(text) {
+            let (key, value) = entry.map_err(|e| classify_sonic_error(&e))?;
+            // The iterator borrows every value's raw text from `text`.
+            let Cow::Borrowed(raw) = value.as_raw_cow() else {
+                return reject(ErrorReason::Syntax, "unexpected value representation");
+            };
+            end_of_last_value = Some(raw.as_ptr() as usize - base + raw.len());
+            if let Some(key) = Key::from_name(&key) {
+                probe.values[key as usize] = Some(raw);
+            }
+        }
+        let rest = match end_of_last_value {
+            Some(end) => text[end..].trim_start(),
+            None => text.trim_start().strip_prefix('{').unwrap_or_default().trim_start(),
+        };
+        match rest.strip_prefix('}') {
+            Some(after) if after.trim().is_empty() => Ok(probe),
+            Some(_) => reject(ErrorReason::Syntax, "trailing characters after the JSON object"),
+            None if rest.is_empty() => reject(ErrorReason::Truncated, "EOF while parsing an object"),
+            None => reject(ErrorReason::Syntax, "expected `,` or `}` in an object"),
+        }
+    }
+}
 
-    // ---- Azure: Event Hubs / storage shape ----
-    #[serde(borrow)]
-    pub time: Option<Str<'a>>,
-    #[serde(borrow, rename = "resourceId")]
-    pub resource_id: Option<Str<'a>>,
-    #[serde(borrow, rename = "operationName")]
-    pub operation_name: Option<StrOrValue<'a>>,
-    #[serde(borrow)]
-    pub category: Option<StrOrValue<'a>>,
-    #[serde(borrow, rename = "resultType")]
-    pub result_type: Option<Str<'a>>,
-    #[serde(borrow, rename = "resultSignature")]
-    pub result_signature: Option<Str<'a>>,
-    #[serde(borrow, rename = "callerIpAddress")]
-    pub caller_ip_address: Option<Str<'a>>,
-    #[serde(borrow, rename = "correlationId")]
-    pub correlation_id: Option<Str<'a>>,
-    #[serde(borrow)]
-    pub identity: Option<LazyValue<'a>>,
-    #[serde(borrow)]
-    pub properties: Option<LazyValue<'a>>,
-    #[serde(borrow)]
-    pub location: Option<Str<'a>>,
+/// Truncated input is told apart from other invalid JSON.
+pub(crate) fn classify_sonic_error(e: &sonic_rs::Error) -> Rejection {
+    let reason = if e.is_eof() {
+        ErrorReason::Truncated
+    } else {
+        ErrorReason::Syntax
+    };
+    (reason, e.to_string())
+}
 
-    // ---- Azure: REST (camelCase) and SDK (snake_case) shapes ----
-    #[serde(borrow, rename = "eventTimestamp")]
-    pub event_timestamp: Option<Str<'a>>,
-    #[serde(borrow, rename = "event_timestamp")]
-    pub event_timestamp_snake: Option<Str<'a>>,
-    #[serde(borrow, rename = "operation_name")]
-    pub operation_name_snake: Option<StrOrValue<'a>>,
-    #[serde(borrow, rename = "eventDataId")]
-    pub event_data_id: Option<Str<'a>>,
-    #[serde(borrow, rename = "event_data_id")]
-    pub event_data_id_snake: Option<Str<'a>>,
-    #[serde(borrow, rename = "correlation_id")]
-    pub correlation_id_snake: Option<Str<'a>>,
-    #[serde(borrow, rename = "resource_id")]
-    pub resource_id_snake: Option<Str<'a>>,
-    #[serde(borrow, rename = "subscriptionId")]
-    pub subscription_id: Option<Str<'a>>,
-    #[serde(borrow, rename = "subscription_id")]
-    pub subscription_id_snake: Option<Str<'a>>,
-    #[serde(borrow, rename = "resourceProviderName")]
-    pub resource_provider_name: Option<StrOrValue<'a>>,
-    #[serde(borrow, rename = "resource_provider_name")]
-    pub resource_provider_name_snake: Option<StrOrValue<'a>>,
-    #[serde(borrow)]
-    pub caller: Option<Str<'a>>,
-    #[serde(borrow)]
-    pub claims: Option<LazyValue<'a>>,
-    #[serde(borrow)]
-    pub authorization: Option<LazyValue<'a>>,
-    #[serde(borrow)]
-    pub status: Option<StrOrValue<'a>>,
-    #[serde(borrow, rename = "subStatus")]
-    pub sub_status: Option<StrOrValue<'a>>,
-    #[serde(borrow, rename = "httpRequest")]
-    pub http_request: Option<LazyValue<'a>>,
-    #[serde(borrow, rename = "http_request")]
-    pub http_request_snake: Option<LazyValue<'a>>,
+fn wrong_type<T>(key: Key, expected: &str) -> Result<T, Rejection> {
+    reject(ErrorReason::WrongType, format!("field `{}` must be {expected}", key.name()))
+}
 
-    // ---- GCP LogEntry ----
-    #[serde(borrow, rename = "protoPayload")]
-    pub proto_payload: Option<GcpAuditLog<'a>>,
-    #[serde(borrow, rename = "jsonPayload")]
-    pub json_payload: Option<LazyValue<'a>>,
-    #[serde(borrow, rename = "textPayload")]
-    pub text_payload: Option<LazyValue<'a>>,
-    #[serde(borrow, rename = "logName")]
-    pub log_name: Option<Str<'a>>,
-    #[serde(borrow)]
-    pub timestamp: Option<Str<'a>>,
-    #[serde(borrow, rename = "receiveTimestamp")]
-    pub receive_timestamp: Option<Str<'a>>,
-    #[serde(borrow, rename = "insertId")]
-    pub insert_id: Option<Str<'a>>,
-    #[serde(borrow)]
-    pub resource: Option<GcpMonitoredResource<'a>>,
+impl<'a> Probe<'a> {
+    /// The raw JSON text of a key, `None` when absent or `null`.
+    pub(crate) fn raw(&self, key: Key) -> Option<&'a str> {
+        self.values[key as usize].filter(|raw| *raw != "null")
+    }
+
+    pub(crate) fn has(&self, key: Key) -> bool {
+        self.raw(key).is_some()
+    }
+
+    /// A string field; `None` when absent, null or empty.
+    pub(crate) fn str(&self, key: Key) -> Result<Option<Str<'a>>, Rejection> {
+        match self.raw(key) {
+            None => Ok(None),
+            Some(raw) if raw.starts_with('"') => match json_string(raw) {
+                Some(s) if s.is_empty() => Ok(None),
+                Some(s) => Ok(Some(s)),
+                None => wrong_type(key, "a valid string"),
+            },
+            Some(_) => wrong_type(key, "a string"),
+        }
+    }
+
+    /// A string, or an object whose `value` is one (Azure REST writes
+    /// `operationName: {value, localizedValue}`). The flag says it was an object.
+    pub(crate) fn str_or_value(&self, key: Key) -> Result<Option<(Str<'a>, bool)>, Rejection> {
+        match self.raw(key) {
+            Some(raw) if raw.starts_with('{') => Ok(get_str(raw, "value").map(|s| (s, true))),
+            _ => Ok(self.str(key)?.map(|s| (s, false))),
+        }
+    }
+
+    /// Whether the key holds an object (rather than a string); `false` if absent.
+    pub(crate) fn is_object(&self, key: Key) -> bool {
+        self.raw(key).is_some_and(|raw| raw.starts_with('{'))
+    }
+
+    /// A boolean written as `true` or `"true"`.
+    pub(crate) fn bool_like(&self, key: Key) -> Result<Option<bool>, Rejection> {
+        match self.raw(key) {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(raw) if raw.starts_with('"') => Ok(json_string(raw).and_then(|s| parse_bool_text(&s))),
+            Some(_) => wrong_type(key, "a boolean"),
+        }
+    }
+
+    /// The raw text of an object field; a wrong type is an error.
+    pub(crate) fn object(&self, key: Key) -> Result<Option<&'a str>, Rejection> {
+        match self.raw(key) {
+            None => Ok(None),
+            Some(raw) if raw.starts_with('{') => Ok(Some(raw)),
+            Some(_) => wrong_type(key, "an object"),
+        }
+    }
+
+    /// The raw text of an array field; a wrong type is an error.
+    pub(crate) fn array(&self, key: Key) -> Result<Option<&'a str>, Rejection> {
+        match self.raw(key) {
+            None => Ok(None),
+            Some(raw) if raw.starts_with('[') => Ok(Some(raw)),
+            Some(_) => wrong_type(key, "an array"),
+        }
+    }
+
+    /// An object field parsed into a typed struct.
+    pub(crate) fn typed<T: Deserialize<'a>>(&self, key: Key) -> Result<Option<T>, Rejection> {
+        let Some(raw) = self.object(key)? else {
+            return Ok(None);
+        };
+        match sonic_rs::from_str(raw) {
+            Ok(value) => Ok(Some(value)),
+            Err(_) => {
+                let mut de = sonic_rs::Deserializer::from_str(raw);
+                let detail = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+                    Ok(_) => format!("field `{}` is malformed", key.name()),
+                    Err(e) => format!("field `{}.{}`: {}", key.name(), e.path(), e.inner()),
+                };
+                reject(ErrorReason::WrongType, detail)
+            }
+        }
+    }
 }
