@@ -54,9 +54,50 @@ fn bench_parse(c: &mut Criterion) {
     }
 }
 
+/// The floor: validating and skipping the same records with sonic-rs alone,
+/// and a borrowed serde_json parse of a few typed fields, for comparison.
+fn bench_baselines(c: &mut Criterion) {
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Few<'a> {
+        #[serde(borrow, rename = "eventName")]
+        event_name: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, rename = "eventSource")]
+        event_source: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, rename = "eventTime")]
+        event_time: Option<std::borrow::Cow<'a, str>>,
+    }
+    let records = records("aws/cloudtrail-records.jsonl");
+    let texts: Vec<&str> = records.iter().map(|r| std::str::from_utf8(r).unwrap()).collect();
+    let mut group = c.benchmark_group("baseline_cloudtrail");
+    group.throughput(Throughput::Elements(texts.len() as u64));
+    group.bench_function("sonic_skip", |b| {
+        b.iter(|| {
+            for t in &texts {
+                std::hint::black_box(sonic_rs::from_str::<serde::de::IgnoredAny>(t).unwrap());
+            }
+        })
+    });
+    group.bench_function("sonic_typed_3_fields", |b| {
+        b.iter(|| {
+            for t in &texts {
+                std::hint::black_box(sonic_rs::from_str::<Few<'_>>(t).unwrap());
+            }
+        })
+    });
+    group.bench_function("serde_json_typed_3_fields", |b| {
+        b.iter(|| {
+            for t in &texts {
+                std::hint::black_box(serde_json::from_str::<Few<'_>>(t).unwrap());
+            }
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3));
-    targets = bench_parse
+    targets = bench_parse, bench_baselines
 }
 criterion_main!(benches);

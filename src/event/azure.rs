@@ -102,7 +102,7 @@ struct Identity<'a> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct Authorization<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     scope: Option<Str<'a>>,
     #[serde(borrow)]
     evidence: Option<Evidence<'a>>,
@@ -111,40 +111,40 @@ struct Authorization<'a> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 struct Evidence<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     principal_id: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     principal_type: Option<Str<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct Claims<'a> {
-    #[serde(borrow, rename = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn")]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str", rename = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn")]
     upn_uri: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     upn: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     unique_name: Option<Str<'a>>,
-    #[serde(borrow, rename = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name")]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str", rename = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name")]
     name_uri: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     appid: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     idtyp: Option<Str<'a>>,
-    #[serde(borrow, rename = "http://schemas.microsoft.com/identity/claims/objectidentifier")]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str", rename = "http://schemas.microsoft.com/identity/claims/objectidentifier")]
     oid_uri: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     oid: Option<Str<'a>>,
-    #[serde(borrow, rename = "http://schemas.microsoft.com/identity/claims/tenantid")]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str", rename = "http://schemas.microsoft.com/identity/claims/tenantid")]
     tid_uri: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     tid: Option<Str<'a>>,
     #[serde(borrow, rename = "http://schemas.microsoft.com/claims/authnmethodsreferences")]
     amr_uri: Option<LazyValue<'a>>,
     #[serde(borrow)]
     amr: Option<LazyValue<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     ipaddr: Option<Str<'a>>,
 }
 

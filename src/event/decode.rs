@@ -720,7 +720,12 @@ fn lines(bytes: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
 
 /// See the module docs, step 3.
 fn is_json_lines(text: &str) -> bool {
-    let mut non_blank = text
+    // The common case, one record on one line, costs one memchr.
+    let trimmed = text.trim_end();
+    if memchr::memchr(b'\n', trimmed.as_bytes()).is_none() {
+        return false;
+    }
+    let mut non_blank = trimmed
         .split('\n')
         .map(str::trim)
         .filter(|line| !line.is_empty());
@@ -746,7 +751,7 @@ fn is_complete_json_value(line: &str) -> bool {
 /// Rejects nesting deeper than `max_depth`. The common case (fewer openers in
 /// the whole text than the limit) costs one vectorized count.
 fn check_depth(bytes: &[u8], max_depth: usize) -> Result<(), Rejection> {
-    let openers = bytes.iter().filter(|&&b| b == b'{' || b == b'[').count();
+    let openers = bytecount::count(bytes, b'{') + bytecount::count(bytes, b'[');
     if openers <= max_depth {
         return Ok(());
     }

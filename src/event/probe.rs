@@ -51,6 +51,35 @@ impl<'de> Deserialize<'de> for BoolLike {
     }
 }
 
+/// Deserializes an optional string borrowed from the input when it has no
+/// escapes. (`#[serde(borrow)]` only borrows a bare `Cow<str>` field; behind an
+/// `Option` serde's own `Cow` impl always allocates.)
+pub(crate) fn opt_str<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Str<'de>>, D::Error> {
+    struct OptStr;
+    impl<'de> Visitor<'de> for OptStr {
+        type Value = Option<Str<'de>>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string or null")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(OptStr)
+        }
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_owned())))
+        }
+    }
+    deserializer.deserialize_option(OptStr)
+}
+
 /// `true`/`false`/`yes`/`no` in any case.
 pub(crate) fn parse_bool_text(v: &str) -> Option<bool> {
     if v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("yes") {
@@ -66,21 +95,21 @@ pub(crate) fn parse_bool_text(v: &str) -> Option<bool> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub(crate) struct AwsIdentity<'a> {
-    #[serde(borrow, rename = "type")]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str", rename = "type")]
     pub kind: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub principal_id: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub arn: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub account_id: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub access_key_id: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub user_name: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub invoked_by: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub identity_provider: Option<Str<'a>>,
     #[serde(borrow)]
     pub session_context: Option<AwsSessionContext<'a>>,
@@ -99,11 +128,11 @@ pub(crate) struct AwsSessionContext<'a> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub(crate) struct AwsSessionIssuer<'a> {
-    #[serde(borrow, rename = "type")]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str", rename = "type")]
     pub kind: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub arn: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub user_name: Option<Str<'a>>,
 }
 
@@ -116,7 +145,7 @@ pub(crate) struct AwsSessionAttributes {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub(crate) struct AwsOnBehalfOf<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub user_id: Option<Str<'a>>,
 }
 
@@ -124,13 +153,13 @@ pub(crate) struct AwsOnBehalfOf<'a> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub(crate) struct GcpAuditLog<'a> {
-    #[serde(borrow, rename = "@type")]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str", rename = "@type")]
     pub type_url: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub service_name: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub method_name: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub resource_name: Option<Str<'a>>,
     #[serde(borrow)]
     pub authentication_info: Option<GcpAuthenticationInfo<'a>>,
@@ -145,11 +174,11 @@ pub(crate) struct GcpAuditLog<'a> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub(crate) struct GcpAuthenticationInfo<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub principal_email: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub principal_subject: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub service_account_key_name: Option<Str<'a>>,
     #[serde(borrow)]
     pub service_account_delegation_info: Option<LazyValue<'a>>,
@@ -158,9 +187,9 @@ pub(crate) struct GcpAuthenticationInfo<'a> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub(crate) struct GcpRequestMetadata<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub caller_ip: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub caller_supplied_user_agent: Option<Str<'a>>,
 }
 
@@ -168,7 +197,7 @@ pub(crate) struct GcpRequestMetadata<'a> {
 #[serde(default)]
 pub(crate) struct GcpStatus<'a> {
     pub code: Option<i64>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub message: Option<Str<'a>>,
 }
 
@@ -176,7 +205,7 @@ pub(crate) struct GcpStatus<'a> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(crate) struct GcpMonitoredResource<'a> {
-    #[serde(borrow, rename = "type")]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str", rename = "type")]
     pub kind: Option<Str<'a>>,
     #[serde(borrow)]
     pub labels: Option<GcpResourceLabels<'a>>,
@@ -185,13 +214,13 @@ pub(crate) struct GcpMonitoredResource<'a> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(crate) struct GcpResourceLabels<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub project_id: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub location: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub zone: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub region: Option<Str<'a>>,
 }
 
@@ -438,37 +467,100 @@ pub(crate) struct Probe<'a> {
     values: [Option<&'a str>; KEY_COUNT],
 }
 
+/// sonic-rs hands the raw text of a value to a newtype visitor of this name
+/// (it is how its own `LazyValue` deserializes): a skip, no parse. Pinned by
+/// `Cargo.lock`; the golden tests fail if a sonic-rs upgrade changes it.
+const SONIC_RAW_VALUE_TOKEN: &str = "$sonic_rs::LazyValue";
+
+/// Deserializes any value as its raw JSON text, borrowed from `base`.
+struct RawValueSeed<'a> {
+    base: &'a str,
+}
+
+impl<'de> de::DeserializeSeed<'de> for RawValueSeed<'de> {
+    type Value = &'de str;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<&'de str, D::Error> {
+        struct RawVisitor<'a> {
+            base: &'a str,
+        }
+        impl<'de> Visitor<'de> for RawVisitor<'de> {
+            type Value = &'de str;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, raw: &'de str) -> Result<&'de str, E> {
+                Ok(raw)
+            }
+            // Values holding escapes arrive without the input's lifetime, but they
+            // are still slices of the input: find them in `base`.
+            fn visit_str<E: de::Error>(self, raw: &str) -> Result<&'de str, E> {
+                let offset = (raw.as_ptr() as usize).wrapping_sub(self.base.as_ptr() as usize);
+                self.base
+                    .get(offset..offset.wrapping_add(raw.len()))
+                    .filter(|found| found.as_ptr() == raw.as_ptr())
+                    .ok_or_else(|| E::custom("raw value is not part of the input"))
+            }
+        }
+        deserializer.deserialize_newtype_struct(SONIC_RAW_VALUE_TOKEN, RawVisitor { base: self.base })
+    }
+}
+
+struct KeySeed(Option<Key>);
+
+impl<'de> Deserialize<'de> for KeySeed {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = KeySeed;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<KeySeed, E> {
+                Ok(KeySeed(Key::from_name(v)))
+            }
+        }
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
+}
+
+struct ProbeVisitor<'a> {
+    base: &'a str,
+}
+
+impl<'de> Visitor<'de> for ProbeVisitor<'de> {
+    type Value = Probe<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<M: de::MapAccess<'de>>(self, mut map: M) -> Result<Probe<'de>, M::Error> {
+        let mut probe = Probe {
+            values: [None; KEY_COUNT],
+        };
+        while let Some(KeySeed(key)) = map.next_key()? {
+            match key {
+                Some(key) => {
+                    let raw = map.next_value_seed(RawValueSeed { base: self.base })?;
+                    probe.values[key as usize] = Some(raw);
+                }
+                None => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(probe)
+    }
+}
+
 impl<'a> Probe<'a> {
     /// Reads one JSON object. Fails on invalid JSON (`Truncated` when it ends
     /// early, `Syntax` otherwise), on anything but an object, and on trailing
     /// characters after it.
     pub(crate) fn parse(text: &'a str) -> Result<Probe<'a>, Rejection> {
-        let mut probe = Probe {
-            values: [None; KEY_COUNT],
-        };
-        let base = text.as_ptr() as usize;
-        let mut end_of_last_value = None;
-        for entry in sonic_rs::to_object_iter(text) {
-            let (key, value) = entry.map_err(|e| classify_sonic_error(&e))?;
-            // The iterator borrows every value's raw text from `text`.
-            let Cow::Borrowed(raw) = value.as_raw_cow() else {
-                return reject(ErrorReason::Syntax, "unexpected value representation");
-            };
-            end_of_last_value = Some(raw.as_ptr() as usize - base + raw.len());
-            if let Some(key) = Key::from_name(&key) {
-                probe.values[key as usize] = Some(raw);
-            }
-        }
-        let rest = match end_of_last_value {
-            Some(end) => text[end..].trim_start(),
-            None => text.trim_start().strip_prefix('{').unwrap_or_default().trim_start(),
-        };
-        match rest.strip_prefix('}') {
-            Some(after) if after.trim().is_empty() => Ok(probe),
-            Some(_) => reject(ErrorReason::Syntax, "trailing characters after the JSON object"),
-            None if rest.is_empty() => reject(ErrorReason::Truncated, "EOF while parsing an object"),
-            None => reject(ErrorReason::Syntax, "expected `,` or `}` in an object"),
-        }
+        let mut deserializer = sonic_rs::Deserializer::from_str(text);
+        let probe = Deserializer::deserialize_map(&mut deserializer, ProbeVisitor { base: text })
+            .map_err(|e| classify_sonic_error(&e))?;
+        deserializer.end().map_err(|e| classify_sonic_error(&e))?;
+        Ok(probe)
     }
 }
 
