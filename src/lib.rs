@@ -10,6 +10,7 @@
 //!   CloudWatch Logs, LookupEvents; Azure Event Hubs batches; GCP Pub/Sub push),
 //!   per-cloud normalization, native field lookup for rules, and typed, counted
 //!   errors for bad input.
+//! - [`config`]: the configuration file, validated in two steps.
 //! - [`cli`]: the command-line interface (`seamwatch parse`, …).
 //!
 //! Detection, correlation, the Kafka pipeline, alert delivery and replay build
@@ -18,3 +19,4 @@
 
 pub mod cli;
 pub mod event;
+pub mod config;

@@ -145,3 +145,29 @@ fn a_closed_pipe_ends_quietly_with_success() {
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[test]
+fn the_config_file_sets_defaults_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("seamwatch.toml");
+    std::fs::write(&config, "[input]\nformat = \"gcp\"\n").unwrap();
+    let file = fixtures().join("aws/array.json");
+    let out = seamwatch().arg("--config").arg(&config).arg("parse").arg(&file).output().unwrap();
+    assert!(out.status.success());
+    assert!(stdout_lines(&out).is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("format_mismatch"));
+    let out = seamwatch()
+        .arg("--config")
+        .arg(&config)
+        .args(["parse", "--format", "cloudtrail"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(stdout_lines(&out).len(), 2);
+
+    std::fs::write(&config, "[input]\nformt = \"gcp\"\n").unwrap();
+    let out = seamwatch().arg("--config").arg(&config).arg("parse").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("formt") && stderr.contains("line 2"), "{stderr}");
+}

@@ -168,3 +168,16 @@ proptest! {
         prop_assert!(!results.is_empty());
     }
 }
+
+/// Found by the fuzzer: garbage after a top-level array was dropped silently.
+#[test]
+fn regression_trailing_garbage_after_an_array_is_an_error() {
+    let input = format!("[{GOOD_CT}] /0``");
+    assert_eq!(
+        outcomes(&Decoder::default(), input.as_bytes()),
+        vec![Ok("e1".into()), Err(ErrorReason::Syntax)]
+    );
+    assert_eq!(outcomes(&Decoder::default(), b"[ ]\t/ 0``"), vec![Err(ErrorReason::Syntax)]);
+    // An empty batch is valid and simply holds no records.
+    assert!(outcomes(&Decoder::default(), br#"{"Records":[]}"#).is_empty());
+}

@@ -10,6 +10,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
+use crate::config::Config;
+
 /// seamwatch: a streaming analyzer for cloud audit logs (AWS CloudTrail, Azure
 /// Activity Log, GCP Cloud Audit Logs) that watches the customer side of the
 /// shared responsibility model.
@@ -19,6 +21,10 @@ pub struct Cli {
     /// Log format on stderr (levels via RUST_LOG, default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Auto, global = true)]
     pub log_format: LogFormat,
+
+    /// Configuration file (see config/seamwatch.toml); flags override it.
+    #[arg(long, global = true, env = "SEAMWATCH_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -41,8 +47,18 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    let config = match &cli.config {
+        Some(path) => match Config::load(path) {
+            Ok(config) => config,
+            Err(err) => {
+                eprintln!("seamwatch: error: {err}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default(),
+    };
     let result = match cli.command {
-        Command::Parse(args) => parse::run(args),
+        Command::Parse(args) => parse::run(args, &config),
     };
     match result {
         Ok(code) => code,

@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
+use crate::config::Config;
 use crate::event::{AuditEvent, DecodeStats, Decoded, Decoder, FormatHint, Limits};
 
 #[derive(Debug, Args)]
@@ -19,17 +20,18 @@ pub struct ParseArgs {
     /// Files or directories to read (recursively); `-` or nothing reads stdin.
     pub inputs: Vec<PathBuf>,
 
-    /// Which log the input holds: auto, cloudtrail, azure or gcp.
-    #[arg(long, default_value = "auto")]
-    pub format: FormatHint,
+    /// Which log the input holds: auto, cloudtrail, azure or gcp [default: auto,
+    /// or `input.format` from the config file].
+    #[arg(long)]
+    pub format: Option<FormatHint>,
 
-    /// Largest record accepted, in bytes.
-    #[arg(long, default_value_t = Limits::default().max_record_bytes)]
-    pub max_record_bytes: usize,
+    /// Largest record accepted, in bytes [default: 1048576, or the config's].
+    #[arg(long)]
+    pub max_record_bytes: Option<usize>,
 
-    /// Deepest JSON nesting accepted.
-    #[arg(long, default_value_t = Limits::default().max_depth)]
-    pub max_depth: usize,
+    /// Deepest JSON nesting accepted [default: 64, or the config's].
+    #[arg(long)]
+    pub max_depth: Option<usize>,
 
     /// Write rejected records (reason, location, raw text) here as JSON Lines.
     #[arg(long, value_name = "FILE")]
@@ -66,13 +68,13 @@ struct DeadLetter<'e> {
     raw: std::borrow::Cow<'e, str>,
 }
 
-pub fn run(args: ParseArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: ParseArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let limits = Limits {
-        max_record_bytes: args.max_record_bytes,
-        max_depth: args.max_depth,
-        ..Limits::default()
+        max_record_bytes: args.max_record_bytes.unwrap_or(config.limits.max_record_bytes),
+        max_depth: args.max_depth.unwrap_or(config.limits.max_depth),
+        ..config.limits
     };
-    let decoder = Decoder::new(args.format, limits);
+    let decoder = Decoder::new(args.format.unwrap_or(config.input.format), limits);
     let files = expand_inputs(&args.inputs)?;
 
     let stdout = io::stdout().lock();

@@ -403,7 +403,15 @@ where
         }
         match text.trim_start().as_bytes().first() {
             Some(b'{') => self.value(text, None, location, 0),
-            Some(b'[') => self.array(text, None, location, 0),
+            Some(b'[') => {
+                if self.array(text, None, location, 0) {
+                    // The walk stops at the closing bracket; what follows it must be blank.
+                    if let Err(e) = sonic_rs::from_str::<serde::de::IgnoredAny>(text) {
+                        let detail = format!("after the array: {e}");
+                        self.emit_error(location, ErrorReason::Syntax, detail, text.as_bytes());
+                    }
+                }
+            }
             Some(_) => {
                 let reason = match sonic_rs::from_str::<serde::de::IgnoredAny>(text) {
                     Ok(_) => ErrorReason::UnknownFormat,
@@ -421,7 +429,8 @@ where
     }
 
     /// Each element of a JSON array, as a record of the given envelope shape.
-    fn array(&mut self, text: &str, shape: Option<Shape>, location: RecordLocation, nesting: u8) {
+    /// Returns whether the walk reached the end of the array.
+    fn array(&mut self, text: &str, shape: Option<Shape>, location: RecordLocation, nesting: u8) -> bool {
         let mut index = 0u32;
         for element in sonic_rs::to_array_iter(text) {
             let element_location = RecordLocation {
@@ -450,11 +459,12 @@ where
                     };
                     let detail = format!("array element {index}: {e}");
                     self.emit_error(element_location, reason, detail, text.as_bytes());
-                    return;
+                    return false;
                 }
             }
             index += 1;
         }
+        true
     }
 
     /// A record held as a JSON string (CloudWatch Logs, LookupEvents, Pub/Sub).
@@ -480,7 +490,7 @@ where
                     if let Some((records, shape)) = truncated_envelope_records(text) {
                         // A cut-off archive object: keep the records before the cut;
                         // the array walk reports the truncation itself.
-                        self.array(records, Some(shape), location, nesting);
+                        let _ = self.array(records, Some(shape), location, nesting);
                         return;
                     }
                 }
@@ -503,11 +513,11 @@ where
     ) -> Result<(), Rejection> {
         // Envelopes first: their keys never appear in records.
         if let Some(records) = probe.array(Key::Records).map_err(as_bad_envelope)? {
-            self.array(records, Some(Shape::CloudTrailS3Object), location, nesting);
+            let _ = self.array(records, Some(Shape::CloudTrailS3Object), location, nesting);
             return Ok(());
         }
         if let Some(records) = probe.array(Key::RecordsAzure).map_err(as_bad_envelope)? {
-            self.array(records, Some(Shape::AzureEventHubsBatch), location, nesting);
+            let _ = self.array(records, Some(Shape::AzureEventHubsBatch), location, nesting);
             return Ok(());
         }
         if let Some(log_events) = probe.array(Key::LogEvents).map_err(as_bad_envelope)? {
@@ -515,7 +525,7 @@ where
             return Ok(());
         }
         if let Some(events) = probe.array(Key::Events).map_err(as_bad_envelope)? {
-            self.array(events, Some(Shape::CloudTrailLookupEvents), location, nesting);
+            let _ = self.array(events, Some(Shape::CloudTrailLookupEvents), location, nesting);
             return Ok(());
         }
         if let Some(raw) = probe.raw(Key::CloudTrailEvent) {
