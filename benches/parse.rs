@@ -40,7 +40,11 @@ fn bench_parse(c: &mut Criterion) {
         let mut group = c.benchmark_group(name);
         for (cloud, records) in &inputs {
             let bytes: usize = records.iter().map(Vec::len).sum();
-            assert_eq!(decode_all(&decoder, records), records.len(), "{cloud} fixtures must all parse");
+            assert_eq!(
+                decode_all(&decoder, records),
+                records.len(),
+                "{cloud} fixtures must all parse"
+            );
             group.throughput(if unit == "events" {
                 Throughput::Elements(records.len() as u64)
             } else {
@@ -68,7 +72,10 @@ fn bench_baselines(c: &mut Criterion) {
         event_time: Option<std::borrow::Cow<'a, str>>,
     }
     let records = records("aws/cloudtrail-records.jsonl");
-    let texts: Vec<&str> = records.iter().map(|r| std::str::from_utf8(r).unwrap()).collect();
+    let texts: Vec<&str> = records
+        .iter()
+        .map(|r| std::str::from_utf8(r).unwrap())
+        .collect();
     let mut group = c.benchmark_group("baseline_cloudtrail");
     group.throughput(Throughput::Elements(texts.len() as u64));
     group.bench_function("sonic_skip", |b| {

@@ -18,5 +18,5 @@
 //! is what makes replay give the same findings as live processing.
 
 pub mod cli;
-pub mod event;
 pub mod config;
+pub mod event;

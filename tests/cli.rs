@@ -43,7 +43,11 @@ fn parse_a_file_prints_one_event_per_line_and_a_summary() {
     assert!(out.status.success());
     let events = stdout_lines(&out);
     assert_eq!(events.len(), 7);
-    assert!(events.iter().all(|e| e["cloud"] == "aws" && e["shape"] == "cloud_trail_s3_object"));
+    assert!(
+        events
+            .iter()
+            .all(|e| e["cloud"] == "aws" && e["shape"] == "cloud_trail_s3_object")
+    );
     assert_eq!(events[2]["source"]["index"], 2);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("parsed 7 events (aws=7)"), "{stderr}");
@@ -57,8 +61,16 @@ fn parse_a_directory_recursively_with_gzip_files() {
     let plain = std::fs::read(fixtures().join("aws/cloudtrail-records.jsonl")).unwrap();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&plain).unwrap();
-    std::fs::write(nested.join("1_CloudTrail_us-east-1_x.json.gz"), gz.finish().unwrap()).unwrap();
-    std::fs::copy(fixtures().join("gcp/audit.jsonl"), dir.path().join("gcp.jsonl")).unwrap();
+    std::fs::write(
+        nested.join("1_CloudTrail_us-east-1_x.json.gz"),
+        gz.finish().unwrap(),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixtures().join("gcp/audit.jsonl"),
+        dir.path().join("gcp.jsonl"),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not a log").unwrap();
 
     let out = seamwatch().arg("parse").arg(dir.path()).output().unwrap();
@@ -105,7 +117,10 @@ fn rejected_records_go_to_the_dead_letter_file_and_strict_fails() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stdout_lines(&out).len(), 9);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("2 rejected") && stderr.contains("not_audit_log"), "{stderr}");
+    assert!(
+        stderr.contains("2 rejected") && stderr.contains("not_audit_log"),
+        "{stderr}"
+    );
     let dead: Vec<serde_json::Value> = std::fs::read_to_string(&dlq)
         .unwrap()
         .lines()
@@ -118,7 +133,10 @@ fn rejected_records_go_to_the_dead_letter_file_and_strict_fails() {
 
 #[test]
 fn a_missing_file_is_a_clear_error() {
-    let out = seamwatch().args(["parse", "/no/such/file.json"]).output().unwrap();
+    let out = seamwatch()
+        .args(["parse", "/no/such/file.json"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/no/such/file.json"), "{stderr}");
@@ -152,7 +170,13 @@ fn the_config_file_sets_defaults_and_flags_override_it() {
     let config = dir.path().join("seamwatch.toml");
     std::fs::write(&config, "[input]\nformat = \"gcp\"\n").unwrap();
     let file = fixtures().join("aws/array.json");
-    let out = seamwatch().arg("--config").arg(&config).arg("parse").arg(&file).output().unwrap();
+    let out = seamwatch()
+        .arg("--config")
+        .arg(&config)
+        .arg("parse")
+        .arg(&file)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(stdout_lines(&out).is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("format_mismatch"));
@@ -166,8 +190,17 @@ fn the_config_file_sets_defaults_and_flags_override_it() {
     assert_eq!(stdout_lines(&out).len(), 2);
 
     std::fs::write(&config, "[input]\nformt = \"gcp\"\n").unwrap();
-    let out = seamwatch().arg("--config").arg(&config).arg("parse").arg(&file).output().unwrap();
+    let out = seamwatch()
+        .arg("--config")
+        .arg(&config)
+        .arg("parse")
+        .arg(&file)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("formt") && stderr.contains("line 2"), "{stderr}");
+    assert!(
+        stderr.contains("formt") && stderr.contains("line 2"),
+        "{stderr}"
+    );
 }

@@ -24,7 +24,10 @@ fn corpus_dir() -> Option<PathBuf> {
         "SEAMWATCH_REQUIRE_CORPUS is set but {} does not exist",
         dir.display()
     );
-    eprintln!("NOTE: shared corpus not found at {}; corpus test not run", dir.display());
+    eprintln!(
+        "NOTE: shared corpus not found at {}; corpus test not run",
+        dir.display()
+    );
     None
 }
 
@@ -52,11 +55,19 @@ fn every_corpus_audit_record_parses_and_negatives_are_rejected() {
         .filter(|p| p.extension().is_some_and(|e| e == "json" || e == "jsonl"))
         .collect();
     files.sort();
-    assert!(files.len() >= 50, "corpus looks incomplete: {} files", files.len());
+    assert!(
+        files.len() >= 50,
+        "corpus looks incomplete: {} files",
+        files.len()
+    );
 
     let (mut total_events, mut total_rejected) = (0usize, 0usize);
     for file in &files {
-        let rel = file.strip_prefix(&dir).unwrap().to_string_lossy().into_owned();
+        let rel = file
+            .strip_prefix(&dir)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         let bytes = std::fs::read(file).unwrap();
         let mut events = 0usize;
         let mut rejected = Vec::new();
@@ -68,9 +79,17 @@ fn every_corpus_audit_record_parses_and_negatives_are_rejected() {
         let expected_negatives = if NEGATIVE_FILES.contains(&rel.as_str()) {
             records
         } else {
-            MIXED_FILES.iter().find(|(f, _)| *f == rel).map(|(_, n)| *n).unwrap_or(0)
+            MIXED_FILES
+                .iter()
+                .find(|(f, _)| *f == rel)
+                .map(|(_, n)| *n)
+                .unwrap_or(0)
         };
-        assert_eq!(rejected.len(), expected_negatives, "{rel}: unexpected rejections {rejected:?}");
+        assert_eq!(
+            rejected.len(),
+            expected_negatives,
+            "{rel}: unexpected rejections {rejected:?}"
+        );
         for (line, reason, detail) in &rejected {
             assert_eq!(*reason, ErrorReason::NotAuditLog, "{rel}:{line}: {detail}");
             assert!(!detail.is_empty());
@@ -79,7 +98,9 @@ fn every_corpus_audit_record_parses_and_negatives_are_rejected() {
         total_events += events;
         total_rejected += rejected.len();
     }
-    eprintln!("corpus: {total_events} audit records parsed, {total_rejected} non-audit negatives rejected");
+    eprintln!(
+        "corpus: {total_events} audit records parsed, {total_rejected} non-audit negatives rejected"
+    );
     assert_eq!(total_rejected, 13);
     assert!(total_events >= 550, "only {total_events} events");
 }

@@ -53,7 +53,9 @@ fn fixtures_match_golden_output() {
     let mut mismatches = Vec::new();
     for file in files {
         let rel = file.strip_prefix(root.join("tests/fixtures")).unwrap();
-        let expected_path = root.join("tests/expected").join(format!("{}.out.jsonl", rel.display()));
+        let expected_path = root
+            .join("tests/expected")
+            .join(format!("{}.out.jsonl", rel.display()));
         let (actual, _) = render(&std::fs::read(&file).unwrap());
         assert!(!actual.is_empty(), "{} produced nothing", rel.display());
         if update {
@@ -61,13 +63,20 @@ fn fixtures_match_golden_output() {
             std::fs::write(&expected_path, &actual).unwrap();
             continue;
         }
-        let expected = std::fs::read_to_string(&expected_path)
-            .unwrap_or_else(|_| panic!("missing {}; run with UPDATE_GOLDEN=1", expected_path.display()));
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| {
+            panic!(
+                "missing {}; run with UPDATE_GOLDEN=1",
+                expected_path.display()
+            )
+        });
         if expected != actual {
             mismatches.push(rel.display().to_string());
         }
     }
-    assert!(mismatches.is_empty(), "golden output differs for {mismatches:?}");
+    assert!(
+        mismatches.is_empty(),
+        "golden output differs for {mismatches:?}"
+    );
 }
 
 #[test]
@@ -102,6 +111,9 @@ fn fixtures_cover_every_shape_of_every_cloud() {
         "gcp_pub_sub_push",
     ];
     for shape in expected {
-        assert!(shapes.contains(shape), "no fixture produces shape {shape}; got {shapes:?}");
+        assert!(
+            shapes.contains(shape),
+            "no fixture produces shape {shape}; got {shapes:?}"
+        );
     }
 }

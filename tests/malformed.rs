@@ -11,7 +11,11 @@ const GOOD_CT: &str = r#"{"eventVersion":"1.08","eventTime":"2024-07-31T13:06:24
 fn outcomes(decoder: &Decoder, input: &[u8]) -> Vec<Result<String, ErrorReason>> {
     let mut out = Vec::new();
     decoder.decode(input, &mut |d: Decoded<'_>| {
-        out.push(d.result.map(|e| e.event_id.to_string()).map_err(|e| e.reason));
+        out.push(
+            d.result
+                .map(|e| e.event_id.to_string())
+                .map_err(|e| e.reason),
+        );
     });
     out
 }
@@ -36,7 +40,8 @@ fn each_kind_of_bad_input_gets_its_reason() {
     let n = corrupt_gzip.len();
     corrupt_gzip[n / 2] ^= 0xff;
     corrupt_gzip.truncate(n - 4);
-    let bad_base64 = r#"{"message":{"data":"!!!not base64!!!"},"subscription":"projects/p/subscriptions/s"}"#;
+    let bad_base64 =
+        r#"{"message":{"data":"!!!not base64!!!"},"subscription":"projects/p/subscriptions/s"}"#;
     let pubsub_not_utf8 = format!(
         r#"{{"message":{{"data":"{}"}},"subscription":"s"}}"#,
         base64_of(&[0xc3, 0x28, 0x7b])
@@ -80,7 +85,13 @@ fn each_kind_of_bad_input_gets_its_reason() {
         ("Azure record inside a CloudTrail S3 object", br#"{"Records":[{"operationName":"MICROSOFT.STORAGE/STORAGEACCOUNTS/WRITE","time":"2024-01-01T00:00:00Z"}]}"#.to_vec(), FormatMismatch),
     ];
     assert!(cases.len() >= 20);
-    let decoder = Decoder::new(FormatHint::Auto, Limits { max_record_bytes: 4096, ..Limits::default() });
+    let decoder = Decoder::new(
+        FormatHint::Auto,
+        Limits {
+            max_record_bytes: 4096,
+            ..Limits::default()
+        },
+    );
     for (name, input, expected) in &cases {
         let got = outcomes(&decoder, input);
         assert_eq!(got, vec![Err(*expected)], "case `{name}`");
@@ -88,9 +99,17 @@ fn each_kind_of_bad_input_gets_its_reason() {
 
     // Every reason but the hint mismatch is exercised above; that one needs a hint.
     let gcp_only = Decoder::new(FormatHint::Gcp, Limits::default());
-    assert_eq!(outcomes(&gcp_only, GOOD_CT.as_bytes()), vec![Err(FormatMismatch)]);
-    let covered: std::collections::BTreeSet<_> = cases.iter().map(|c| c.2).chain([FormatMismatch]).collect();
-    assert_eq!(covered.len(), ErrorReason::ALL.len(), "a reason has no test case");
+    assert_eq!(
+        outcomes(&gcp_only, GOOD_CT.as_bytes()),
+        vec![Err(FormatMismatch)]
+    );
+    let covered: std::collections::BTreeSet<_> =
+        cases.iter().map(|c| c.2).chain([FormatMismatch]).collect();
+    assert_eq!(
+        covered.len(),
+        ErrorReason::ALL.len(),
+        "a reason has no test case"
+    );
 }
 
 fn base64_of(bytes: &[u8]) -> String {
@@ -109,7 +128,12 @@ fn good_lines_survive_bad_neighbours() {
     input.push(b'\n');
     let mut seen = Vec::new();
     Decoder::default().decode(&input, &mut |d: Decoded<'_>| {
-        seen.push((d.location.line, d.result.map(|e| e.event_id.to_string()).map_err(|e| e.reason)));
+        seen.push((
+            d.location.line,
+            d.result
+                .map(|e| e.event_id.to_string())
+                .map_err(|e| e.reason),
+        ));
     });
     assert_eq!(
         seen,
@@ -129,19 +153,35 @@ fn truncated_envelope_keeps_the_records_before_the_cut() {
     let cut = &envelope[..envelope.len() - 40];
     let got = outcomes(&Decoder::default(), cut.as_bytes());
     // A cut-off archive object still yields the complete records before the cut.
-    assert_eq!(got, vec![Ok("e1".into()), Ok("e2".into()), Err(ErrorReason::Truncated)]);
+    assert_eq!(
+        got,
+        vec![
+            Ok("e1".into()),
+            Ok("e2".into()),
+            Err(ErrorReason::Truncated)
+        ]
+    );
     // A complete envelope with one bad record keeps the other two.
     let mixed = format!(r#"{{"Records":[{GOOD_CT},{{"eventVersion":"1.08"}},{other}]}}"#);
     assert_eq!(
         outcomes(&Decoder::default(), mixed.as_bytes()),
-        vec![Ok("e1".into()), Err(ErrorReason::MissingField), Ok("e2".into())]
+        vec![
+            Ok("e1".into()),
+            Err(ErrorReason::MissingField),
+            Ok("e2".into())
+        ]
     );
 }
 
 #[test]
 fn every_truncation_of_real_records_is_an_error_not_a_panic() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    for file in ["aws/s3-object.json", "azure/eventhub-batch.json", "gcp/pubsub-push.json", "aws/cloudwatch-logs.json"] {
+    for file in [
+        "aws/s3-object.json",
+        "azure/eventhub-batch.json",
+        "gcp/pubsub-push.json",
+        "aws/cloudwatch-logs.json",
+    ] {
         let bytes = std::fs::read(root.join(file)).unwrap();
         let text = std::str::from_utf8(&bytes).unwrap().trim_end();
         for cut in (1..text.len()).step_by(7) {
@@ -177,7 +217,10 @@ fn regression_trailing_garbage_after_an_array_is_an_error() {
         outcomes(&Decoder::default(), input.as_bytes()),
         vec![Ok("e1".into()), Err(ErrorReason::Syntax)]
     );
-    assert_eq!(outcomes(&Decoder::default(), b"[ ]\t/ 0``"), vec![Err(ErrorReason::Syntax)]);
+    assert_eq!(
+        outcomes(&Decoder::default(), b"[ ]\t/ 0``"),
+        vec![Err(ErrorReason::Syntax)]
+    );
     // An empty batch is valid and simply holds no records.
     assert!(outcomes(&Decoder::default(), br#"{"Records":[]}"#).is_empty());
 }

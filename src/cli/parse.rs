@@ -70,7 +70,9 @@ struct DeadLetter<'e> {
 
 pub fn run(args: ParseArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let limits = Limits {
-        max_record_bytes: args.max_record_bytes.unwrap_or(config.limits.max_record_bytes),
+        max_record_bytes: args
+            .max_record_bytes
+            .unwrap_or(config.limits.max_record_bytes),
         max_depth: args.max_depth.unwrap_or(config.limits.max_depth),
         ..config.limits
     };
@@ -80,9 +82,9 @@ pub fn run(args: ParseArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let stdout = io::stdout().lock();
     let mut out = BufWriter::with_capacity(1 << 16, stdout);
     let mut dead_letter = match &args.dead_letter {
-        Some(path) => Some(BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("creating dead-letter file {}", path.display()))?,
-        )),
+        Some(path) => Some(BufWriter::new(std::fs::File::create(path).with_context(
+            || format!("creating dead-letter file {}", path.display()),
+        )?)),
         None => None,
     };
     let mut stats = DecodeStats::default();
@@ -159,12 +161,16 @@ fn print_summary(stats: &DecodeStats, per_cloud: &BTreeMap<&'static str, u64>, i
     eprintln!(
         "parsed {} events ({}) from {} input(s); {} rejected",
         stats.events,
-        if clouds.is_empty() { "none".to_owned() } else { clouds.join(" ") },
+        if clouds.is_empty() {
+            "none".to_owned()
+        } else {
+            clouds.join(" ")
+        },
         inputs,
         stats.total_errors()
     );
     for (reason, count) in stats.error_counts() {
-        eprintln!("  {reason:<16} {count}");
+        eprintln!("  {:<16} {count}", reason.as_str());
     }
 }
 
@@ -180,7 +186,8 @@ fn expand_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
             files.push(input.clone());
             continue;
         }
-        let meta = std::fs::metadata(input).with_context(|| format!("reading {}", input.display()))?;
+        let meta =
+            std::fs::metadata(input).with_context(|| format!("reading {}", input.display()))?;
         if meta.is_dir() {
             let mut found: Vec<PathBuf> = walkdir::WalkDir::new(input)
                 .follow_links(true)
@@ -208,7 +215,10 @@ fn is_log_file(path: &Path) -> bool {
 fn read_input(path: &Path) -> anyhow::Result<(String, Vec<u8>)> {
     if path.as_os_str() == "-" {
         let mut bytes = Vec::new();
-        io::stdin().lock().read_to_end(&mut bytes).context("reading stdin")?;
+        io::stdin()
+            .lock()
+            .read_to_end(&mut bytes)
+            .context("reading stdin")?;
         return Ok(("-".to_owned(), bytes));
     }
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;

@@ -96,12 +96,20 @@ mod tests {
     #[test]
     fn errors_name_the_line_and_the_problem() {
         let path = Path::new("x.toml");
-        let err = Config::from_toml("[input]\nformat = \"aws\"\n[limits]\nmax_depht = 3\n", path).unwrap_err();
+        let err = Config::from_toml("[input]\nformat = \"aws\"\n[limits]\nmax_depht = 3\n", path)
+            .unwrap_err();
         let message = err.to_string();
-        assert!(message.contains("line 4") && message.contains("max_depht"), "{message}");
+        assert!(
+            message.contains("line 4") && message.contains("max_depht"),
+            "{message}"
+        );
         let err = Config::from_toml("[input]\nformat = \"splunk\"\n", path).unwrap_err();
         assert!(err.to_string().contains("splunk"), "{err}");
-        let err = Config::from_toml("[limits]\nmax_record_bytes = 10\nmax_document_bytes = 5\n", path).unwrap_err();
+        let err = Config::from_toml(
+            "[limits]\nmax_record_bytes = 10\nmax_document_bytes = 5\n",
+            path,
+        )
+        .unwrap_err();
         assert!(matches!(err, ConfigError::Invalid { .. }), "{err}");
         let config = Config::from_toml("[input]\nformat = \"aws\"\n", path).unwrap();
         assert_eq!(config.input.format, FormatHint::CloudTrail);

@@ -32,14 +32,20 @@ pub(crate) fn normalize<'a>(
         None => insight.and_then(|d| get_str(d, "eventSource")),
     };
     let Some(service) = service else {
-        return reject(ErrorReason::MissingField, "CloudTrail record without `eventSource`");
+        return reject(
+            ErrorReason::MissingField,
+            "CloudTrail record without `eventSource`",
+        );
     };
     let operation = match probe.str(Key::EventName)? {
         Some(operation) => Some(operation),
         None => insight.and_then(|d| get_str(d, "eventName")),
     };
     let Some(operation) = operation else {
-        return reject(ErrorReason::MissingField, "CloudTrail record without `eventName`");
+        return reject(
+            ErrorReason::MissingField,
+            "CloudTrail record without `eventName`",
+        );
     };
     let time_text = match probe.str(Key::EventTime)? {
         Some(t) => Some(t),
@@ -49,7 +55,10 @@ pub(crate) fn normalize<'a>(
         Some(text) => match parse_time(text) {
             Some(t) => Some(t),
             None => {
-                return reject(ErrorReason::BadTimestamp, format!("`eventTime` `{text}` is not a timestamp"));
+                return reject(
+                    ErrorReason::BadTimestamp,
+                    format!("`eventTime` `{text}` is not a timestamp"),
+                );
             }
         },
         None => None,
@@ -61,17 +70,21 @@ pub(crate) fn normalize<'a>(
 
     let is_console_login = operation == "ConsoleLogin";
     let mut principal = principal(probe.typed::<AwsIdentity<'a>>(Key::UserIdentity)?);
-    if is_console_login || principal.mfa.is_none() {
-        if let Some(mfa) = probe.object(Key::AdditionalEventData)?.and_then(mfa_used) {
-            principal.mfa = Some(mfa);
-        }
+    // Console sign-ins report MFA in `additionalEventData.MFAUsed`.
+    if is_console_login
+        && let Some(mfa) = probe.object(Key::AdditionalEventData)?.and_then(mfa_used)
+    {
+        principal.mfa = Some(mfa);
     }
 
     let (outcome, error_code) = match probe.str(Key::ErrorCode)? {
         Some(code) => (classify_error(&code), Some(code)),
-        None if is_console_login && console_login_failed(probe.object(Key::ResponseElements)?) => {
-            (Outcome::Failed, probe.str(Key::ErrorMessage)?.or(Some(Cow::Borrowed("Failure"))))
-        }
+        None if is_console_login && console_login_failed(probe.object(Key::ResponseElements)?) => (
+            Outcome::Failed,
+            probe
+                .str(Key::ErrorMessage)?
+                .or(Some(Cow::Borrowed("Failure"))),
+        ),
         None => (Outcome::Success, None),
     };
 
@@ -117,7 +130,9 @@ fn principal(identity: Option<AwsIdentity<'_>>) -> Principal<'_> {
     };
     let (issuer, mfa) = match identity.session_context {
         Some(context) => (
-            context.session_issuer.and_then(|issuer| non_empty(issuer.arn)),
+            context
+                .session_issuer
+                .and_then(|issuer| non_empty(issuer.arn)),
             context.attributes.and_then(|a| a.mfa_authenticated.0),
         ),
         None => (None, None),
@@ -156,7 +171,9 @@ fn session_name<'a>(arn: &Str<'a>) -> Str<'a> {
 
 fn mfa_used(additional: &str) -> Option<bool> {
     let value = sonic_rs::get_from_str(additional, ["MFAUsed"]).ok()?;
-    value.as_bool().or_else(|| value.as_str().and_then(parse_bool_text))
+    value
+        .as_bool()
+        .or_else(|| value.as_str().and_then(parse_bool_text))
 }
 
 fn console_login_failed(response: Option<&str>) -> bool {
@@ -168,7 +185,13 @@ fn console_login_failed(response: Option<&str>) -> bool {
 /// `AccessDenied`, `Client.UnauthorizedOperation`, `AuthorizationError`, … are
 /// denials; anything else is a failure.
 pub(crate) fn classify_error(code: &str) -> Outcome {
-    const DENIAL_MARKERS: [&str; 5] = ["accessdenied", "unauthorized", "forbidden", "authorizationerror", "notauthorized"];
+    const DENIAL_MARKERS: [&str; 5] = [
+        "accessdenied",
+        "unauthorized",
+        "forbidden",
+        "authorizationerror",
+        "notauthorized",
+    ];
     let lower = code.to_ascii_lowercase();
     if DENIAL_MARKERS.iter().any(|m| lower.contains(m)) {
         Outcome::Denied
@@ -203,10 +226,21 @@ mod tests {
 
     #[test]
     fn classifies_error_codes() {
-        for denied in ["AccessDenied", "AccessDeniedException", "Client.UnauthorizedOperation", "UnauthorizedOperation", "AuthorizationError", "Forbidden"] {
+        for denied in [
+            "AccessDenied",
+            "AccessDeniedException",
+            "Client.UnauthorizedOperation",
+            "UnauthorizedOperation",
+            "AuthorizationError",
+            "Forbidden",
+        ] {
             assert_eq!(classify_error(denied), Outcome::Denied, "{denied}");
         }
-        for failed in ["NoSuchBucket", "ThrottlingException", "InvalidParameterValue"] {
+        for failed in [
+            "NoSuchBucket",
+            "ThrottlingException",
+            "InvalidParameterValue",
+        ] {
             assert_eq!(classify_error(failed), Outcome::Failed, "{failed}");
         }
     }

@@ -120,27 +120,46 @@ struct Evidence<'a> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct Claims<'a> {
-    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str", rename = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn")]
+    #[serde(
+        borrow,
+        deserialize_with = "crate::event::probe::opt_str",
+        rename = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
+    )]
     upn_uri: Option<Str<'a>>,
     #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     upn: Option<Str<'a>>,
     #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     unique_name: Option<Str<'a>>,
-    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str", rename = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name")]
+    #[serde(
+        borrow,
+        deserialize_with = "crate::event::probe::opt_str",
+        rename = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name"
+    )]
     name_uri: Option<Str<'a>>,
     #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     appid: Option<Str<'a>>,
     #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     idtyp: Option<Str<'a>>,
-    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str", rename = "http://schemas.microsoft.com/identity/claims/objectidentifier")]
+    #[serde(
+        borrow,
+        deserialize_with = "crate::event::probe::opt_str",
+        rename = "http://schemas.microsoft.com/identity/claims/objectidentifier"
+    )]
     oid_uri: Option<Str<'a>>,
     #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     oid: Option<Str<'a>>,
-    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str", rename = "http://schemas.microsoft.com/identity/claims/tenantid")]
+    #[serde(
+        borrow,
+        deserialize_with = "crate::event::probe::opt_str",
+        rename = "http://schemas.microsoft.com/identity/claims/tenantid"
+    )]
     tid_uri: Option<Str<'a>>,
     #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     tid: Option<Str<'a>>,
-    #[serde(borrow, rename = "http://schemas.microsoft.com/claims/authnmethodsreferences")]
+    #[serde(
+        borrow,
+        rename = "http://schemas.microsoft.com/claims/authnmethodsreferences"
+    )]
     amr_uri: Option<LazyValue<'a>>,
     #[serde(borrow)]
     amr: Option<LazyValue<'a>>,
@@ -180,14 +199,25 @@ pub(crate) fn normalize<'a>(
         },
     };
     let Some(operation) = operation else {
-        return reject(ErrorReason::MissingField, "Azure activity record without `operationName`");
+        return reject(
+            ErrorReason::MissingField,
+            "Azure activity record without `operationName`",
+        );
     };
 
-    let time_text = first_str(&probe, &[Key::Time, Key::EventTimestamp, Key::EventTimestampSnake])?;
+    let time_text = first_str(
+        &probe,
+        &[Key::Time, Key::EventTimestamp, Key::EventTimestampSnake],
+    )?;
     let time = match time_text.as_deref() {
         Some(text) => match parse_time(text) {
             Some(t) => Some(t),
-            None => return reject(ErrorReason::BadTimestamp, format!("`time` `{text}` is not a timestamp")),
+            None => {
+                return reject(
+                    ErrorReason::BadTimestamp,
+                    format!("`time` `{text}` is not a timestamp"),
+                );
+            }
         },
         None => None,
     };
@@ -210,7 +240,9 @@ pub(crate) fn normalize<'a>(
 
     let provider_name = match probe.str_or_value(Key::ResourceProviderName)? {
         Some((name, _)) => Some(name),
-        None => probe.str_or_value(Key::ResourceProviderNameSnake)?.map(|(name, _)| name),
+        None => probe
+            .str_or_value(Key::ResourceProviderNameSnake)?
+            .map(|(name, _)| name),
     };
     let service = service(&operation, provider_name, resource_id.as_ref());
 
@@ -236,7 +268,9 @@ pub(crate) fn normalize<'a>(
         Some(account) => Some(account),
         None => match first_str(&probe, &[Key::SubscriptionId, Key::SubscriptionIdSnake])? {
             Some(account) => Some(account),
-            None => authorization_scope.as_ref().and_then(|s| subscription_of(s)),
+            None => authorization_scope
+                .as_ref()
+                .and_then(|s| subscription_of(s)),
         },
     };
 
@@ -253,7 +287,9 @@ pub(crate) fn normalize<'a>(
     let claims: Claims<'a> = claims_raw
         .and_then(|raw| sonic_rs::from_str(raw).ok())
         .unwrap_or_default();
-    let evidence = identity.and_then(|i| i.authorization).and_then(|a| a.evidence);
+    let evidence = identity
+        .and_then(|i| i.authorization)
+        .and_then(|a| a.evidence);
     let caller = probe.str(Key::Caller)?.or(identity_string);
     let http_request = probe
         .raw(Key::HttpRequest)
@@ -317,14 +353,18 @@ pub(crate) fn normalize<'a>(
     })
 }
 
-fn service<'a>(operation: &Str<'a>, provider_name: Option<Str<'a>>, resource_id: Option<&Str<'a>>) -> Str<'a> {
+fn service<'a>(
+    operation: &Str<'a>,
+    provider_name: Option<Str<'a>>,
+    resource_id: Option<&Str<'a>>,
+) -> Str<'a> {
     if let Some(provider) = non_empty(provider_name) {
         return canonical_provider(provider);
     }
-    if let Some((provider, _)) = operation.split_once('/') {
-        if provider.contains('.') {
-            return canonical_provider(sub_str(operation, provider));
-        }
+    if let Some((provider, _)) = operation.split_once('/')
+        && provider.contains('.')
+    {
+        return canonical_provider(sub_str(operation, provider));
     }
     if let Some(provider) = resource_id.and_then(|id| provider_of(id)) {
         return canonical_provider(provider);
@@ -354,17 +394,31 @@ fn provider_of<'a>(id: &Str<'a>) -> Option<Str<'a>> {
     segment_after(id, "/providers/")
 }
 
-fn principal<'a>(claims: Claims<'a>, evidence: Option<Evidence<'a>>, caller: Option<Str<'a>>) -> Principal<'a> {
-    let upn = non_empty(claims.upn_uri).or(non_empty(claims.upn)).or(non_empty(claims.unique_name));
+fn principal<'a>(
+    claims: Claims<'a>,
+    evidence: Option<Evidence<'a>>,
+    caller: Option<Str<'a>>,
+) -> Principal<'a> {
+    let upn = non_empty(claims.upn_uri)
+        .or(non_empty(claims.upn))
+        .or(non_empty(claims.unique_name));
     let (evidence_id, evidence_type) = match evidence {
         Some(e) => (non_empty(e.principal_id), non_empty(e.principal_type)),
         None => (None, None),
     };
-    let oid = non_empty(claims.oid_uri).or(non_empty(claims.oid)).or(evidence_id);
+    let oid = non_empty(claims.oid_uri)
+        .or(non_empty(claims.oid))
+        .or(evidence_id);
     let appid = non_empty(claims.appid);
     let kind = match evidence_type.as_deref() {
-        Some(t) if t.eq_ignore_ascii_case("User") || t.eq_ignore_ascii_case("Group") => PrincipalKind::User,
-        Some(t) if t.eq_ignore_ascii_case("ServicePrincipal") || t.eq_ignore_ascii_case("MSI") || t.eq_ignore_ascii_case("ManagedIdentity") => {
+        Some(t) if t.eq_ignore_ascii_case("User") || t.eq_ignore_ascii_case("Group") => {
+            PrincipalKind::User
+        }
+        Some(t)
+            if t.eq_ignore_ascii_case("ServicePrincipal")
+                || t.eq_ignore_ascii_case("MSI")
+                || t.eq_ignore_ascii_case("ManagedIdentity") =>
+        {
             PrincipalKind::ServicePrincipal
         }
         _ => match claims.idtyp.as_deref() {
@@ -401,7 +455,8 @@ fn looks_like_guid(s: &str) -> bool {
 }
 
 fn ends_with_ignore_case(s: &str, suffix: &str) -> bool {
-    s.len() >= suffix.len() && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+    s.len() >= suffix.len()
+        && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
 }
 
 fn outcome<'a>(
@@ -414,20 +469,38 @@ fn outcome<'a>(
     let Some(status) = status.map(str::to_ascii_lowercase) else {
         return (Outcome::Success, None);
     };
-    if matches!(status.as_str(), "start" | "started" | "accept" | "accepted" | "inprogress" | "in progress") {
+    if matches!(
+        status.as_str(),
+        "start" | "started" | "accept" | "accepted" | "inprogress" | "in progress"
+    ) {
         return (Outcome::Pending, None);
     }
-    if !(status.starts_with("fail") || status == "error" || status == "canceled" || status == "cancelled") {
+    if !(status.starts_with("fail")
+        || status == "error"
+        || status == "canceled"
+        || status == "cancelled")
+    {
         return (Outcome::Success, None);
     }
     let status_code = properties.and_then(|p| get_str(p, "statusCode"));
-    let code = status_code.or(non_empty(sub_status)).or(non_empty(result_signature));
+    let code = status_code
+        .or(non_empty(sub_status))
+        .or(non_empty(result_signature));
     let denied = ends_with_ignore_case(operation, "/deny/action")
         || code.as_deref().is_some_and(|c| {
             let c = c.to_ascii_lowercase();
-            c.contains("forbidden") || c.contains("unauthorized") || c.contains("authorizationfailed")
+            c.contains("forbidden")
+                || c.contains("unauthorized")
+                || c.contains("authorizationfailed")
         });
-    (if denied { Outcome::Denied } else { Outcome::Failed }, code)
+    (
+        if denied {
+            Outcome::Denied
+        } else {
+            Outcome::Failed
+        },
+        code,
+    )
 }
 
 #[cfg(test)]
@@ -436,14 +509,24 @@ mod tests {
 
     #[test]
     fn canonicalizes_providers() {
-        assert_eq!(canonical_provider("MICROSOFT.STORAGE".into()), "Microsoft.Storage");
-        assert_eq!(canonical_provider("microsoft.insights".into()), "Microsoft.Insights");
-        assert_eq!(canonical_provider("Contoso.Custom".into()), "Contoso.Custom");
+        assert_eq!(
+            canonical_provider("MICROSOFT.STORAGE".into()),
+            "Microsoft.Storage"
+        );
+        assert_eq!(
+            canonical_provider("microsoft.insights".into()),
+            "Microsoft.Insights"
+        );
+        assert_eq!(
+            canonical_provider("Contoso.Custom".into()),
+            "Contoso.Custom"
+        );
     }
 
     #[test]
     fn finds_subscription_and_provider_in_resource_ids() {
-        let id: Str<'_> = "/SUBSCRIPTIONS/1111/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.KEYVAULT/VAULTS/V".into();
+        let id: Str<'_> =
+            "/SUBSCRIPTIONS/1111/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.KEYVAULT/VAULTS/V".into();
         assert_eq!(subscription_of(&id).as_deref(), Some("1111"));
         assert_eq!(provider_of(&id).as_deref(), Some("MICROSOFT.KEYVAULT"));
         let none: Str<'_> = "/RESOURCE_ID".into();
@@ -455,7 +538,13 @@ mod tests {
     #[test]
     fn failure_with_forbidden_is_denied() {
         let props = r#"{"statusCode":"Forbidden"}"#;
-        let (outcome, code) = outcome(Some("Failure"), "Microsoft.Storage/storageAccounts/write", None, None, Some(props));
+        let (outcome, code) = outcome(
+            Some("Failure"),
+            "Microsoft.Storage/storageAccounts/write",
+            None,
+            None,
+            Some(props),
+        );
         assert_eq!(outcome, Outcome::Denied);
         assert_eq!(code.as_deref(), Some("Forbidden"));
         let (outcome, _) = outcome_for("Start");
@@ -467,6 +556,12 @@ mod tests {
     }
 
     fn outcome_for(status: &str) -> (Outcome, Option<Str<'static>>) {
-        outcome(Some(status), "Microsoft.Compute/virtualMachines/write", None, None, None)
+        outcome(
+            Some(status),
+            "Microsoft.Compute/virtualMachines/write",
+            None,
+            None,
+            None,
+        )
     }
 }

@@ -306,7 +306,11 @@ impl Decoder {
     ) -> Vec<Result<AuditEvent<'static>, (ErrorReason, String)>> {
         let mut out = Vec::new();
         self.decode(payload, &mut |d: Decoded<'_>| {
-            out.push(d.result.map(|e| e.into_owned()).map_err(|e| (e.reason, e.detail)));
+            out.push(
+                d.result
+                    .map(|e| e.into_owned())
+                    .map_err(|e| (e.reason, e.detail)),
+            );
         });
         out
     }
@@ -322,10 +326,20 @@ where
         &self.decoder.limits
     }
 
-    fn emit_error(&mut self, location: RecordLocation, reason: ErrorReason, detail: String, raw: &[u8]) {
+    fn emit_error(
+        &mut self,
+        location: RecordLocation,
+        reason: ErrorReason,
+        detail: String,
+        raw: &[u8],
+    ) {
         (self.sink)(Decoded {
             location,
-            result: Err(ParseError { reason, detail, raw }),
+            result: Err(ParseError {
+                reason,
+                detail,
+                raw,
+            }),
         });
     }
 
@@ -360,7 +374,10 @@ where
     /// An invalid document: handle it line by line so good lines survive.
     fn invalid_utf8_lines(&mut self, bytes: &[u8]) {
         for (line_no, line) in lines(bytes) {
-            let location = RecordLocation { line: line_no, index: 0 };
+            let location = RecordLocation {
+                line: line_no,
+                index: 0,
+            };
             match simdutf8::compat::from_utf8(line) {
                 Ok(text) => self.document(text, location),
                 Err(e) => {
@@ -376,7 +393,13 @@ where
             for (line_no, line) in lines(text.as_bytes()) {
                 // Lines of a valid UTF-8 text split at '\n' are valid UTF-8.
                 let line = std::str::from_utf8(line).unwrap_or_default();
-                self.document(line, RecordLocation { line: line_no, index: 0 });
+                self.document(
+                    line,
+                    RecordLocation {
+                        line: line_no,
+                        index: 0,
+                    },
+                );
             }
         } else {
             let leading_lines = text[..text.len() - text.trim_start().len()]
@@ -388,7 +411,12 @@ where
                 index: 0,
             };
             if text.trim().is_empty() {
-                self.emit_error(location, ErrorReason::Empty, "empty payload".into(), text.as_bytes());
+                self.emit_error(
+                    location,
+                    ErrorReason::Empty,
+                    "empty payload".into(),
+                    text.as_bytes(),
+                );
                 return;
             }
             self.document(text, location);
@@ -424,15 +452,25 @@ where
                     text.as_bytes(),
                 );
             }
-            None => self.emit_error(location, ErrorReason::Empty, "empty record".into(), text.as_bytes()),
+            None => self.emit_error(
+                location,
+                ErrorReason::Empty,
+                "empty record".into(),
+                text.as_bytes(),
+            ),
         }
     }
 
     /// Each element of a JSON array, as a record of the given envelope shape.
     /// Returns whether the walk reached the end of the array.
-    fn array(&mut self, text: &str, shape: Option<Shape>, location: RecordLocation, nesting: u8) -> bool {
-        let mut index = 0u32;
-        for element in sonic_rs::to_array_iter(text) {
+    fn array(
+        &mut self,
+        text: &str,
+        shape: Option<Shape>,
+        location: RecordLocation,
+        nesting: u8,
+    ) -> bool {
+        for (index, element) in (0u32..).zip(sonic_rs::to_array_iter(text)) {
             let element_location = RecordLocation {
                 line: location.line,
                 index,
@@ -462,7 +500,6 @@ where
                     return false;
                 }
             }
-            index += 1;
         }
         true
     }
@@ -486,13 +523,13 @@ where
         let probe = match Probe::parse(text) {
             Ok(probe) => probe,
             Err((reason, detail)) => {
-                if reason == ErrorReason::Truncated {
-                    if let Some((records, shape)) = truncated_envelope_records(text) {
-                        // A cut-off archive object: keep the records before the cut;
-                        // the array walk reports the truncation itself.
-                        let _ = self.array(records, Some(shape), location, nesting);
-                        return;
-                    }
+                if reason == ErrorReason::Truncated
+                    && let Some((records, shape)) = truncated_envelope_records(text)
+                {
+                    // A cut-off archive object: keep the records before the cut;
+                    // the array walk reports the truncation itself.
+                    let _ = self.array(records, Some(shape), location, nesting);
+                    return;
                 }
                 self.emit_error(location, reason, detail, text.as_bytes());
                 return;
@@ -525,12 +562,20 @@ where
             return Ok(());
         }
         if let Some(events) = probe.array(Key::Events).map_err(as_bad_envelope)? {
-            let _ = self.array(events, Some(Shape::CloudTrailLookupEvents), location, nesting);
+            let _ = self.array(
+                events,
+                Some(Shape::CloudTrailLookupEvents),
+                location,
+                nesting,
+            );
             return Ok(());
         }
         if let Some(raw) = probe.raw(Key::CloudTrailEvent) {
             let Some(record) = raw.starts_with('"').then(|| json_string(raw)).flatten() else {
-                return reject(ErrorReason::BadEnvelope, "`CloudTrailEvent` is not a string holding a record");
+                return reject(
+                    ErrorReason::BadEnvelope,
+                    "`CloudTrailEvent` is not a string holding a record",
+                );
             };
             let record = record.into_owned();
             self.embedded(&record, Shape::CloudTrailLookupEvents, location, nesting);
@@ -540,21 +585,32 @@ where
             if !is_cloudtrail_detail_type(&detail_type) {
                 return reject(
                     ErrorReason::NotAuditLog,
-                    format!("EventBridge event of detail-type `{detail_type}` is not a CloudTrail record"),
+                    format!(
+                        "EventBridge event of detail-type `{detail_type}` is not a CloudTrail record"
+                    ),
                 );
             }
             let Some(detail) = probe.raw(Key::Detail).filter(|d| d.starts_with('{')) else {
-                return reject(ErrorReason::BadEnvelope, "EventBridge event has no `detail` object");
+                return reject(
+                    ErrorReason::BadEnvelope,
+                    "EventBridge event has no `detail` object",
+                );
             };
-            self.value(detail, Some(Shape::CloudTrailEventBridge), location, nesting + 1);
+            self.value(
+                detail,
+                Some(Shape::CloudTrailEventBridge),
+                location,
+                nesting + 1,
+            );
             return Ok(());
         }
-        if let Some(message) = probe.object(Key::Message).ok().flatten() {
-            if !probe.has(Key::ProtoPayload) && (probe.has(Key::Subscription) || get_str(message, "data").is_some()) {
-                let entry = pubsub_data(message)?;
-                self.embedded(&entry, Shape::GcpPubSubPush, location, nesting);
-                return Ok(());
-            }
+        if let Some(message) = probe.object(Key::Message).ok().flatten()
+            && !probe.has(Key::ProtoPayload)
+            && (probe.has(Key::Subscription) || get_str(message, "data").is_some())
+        {
+            let entry = pubsub_data(message)?;
+            self.embedded(&entry, Shape::GcpPubSubPush, location, nesting);
+            return Ok(());
         }
         // Records.
         let (cloud, default_shape) = if probe.has(Key::ProtoPayload) {
@@ -571,13 +627,21 @@ where
             (Cloud::Aws, Shape::CloudTrailRecord)
         } else if probe.has(Key::OperationName)
             || probe.has(Key::OperationNameSnake)
-            || (probe.has(Key::Authorization) && (probe.has(Key::Caller) || probe.has(Key::EventTimestamp)))
+            || (probe.has(Key::Authorization)
+                && (probe.has(Key::Caller) || probe.has(Key::EventTimestamp)))
         {
             let rest = probe.is_object(Key::OperationName)
                 || probe.has(Key::OperationNameSnake)
                 || probe.has(Key::EventTimestamp)
                 || probe.has(Key::Caller);
-            (Cloud::Azure, if rest { Shape::AzureRest } else { Shape::AzureRecord })
+            (
+                Cloud::Azure,
+                if rest {
+                    Shape::AzureRest
+                } else {
+                    Shape::AzureRecord
+                },
+            )
         } else {
             return reject(
                 ErrorReason::UnknownFormat,
@@ -599,7 +663,10 @@ where
         if !self.decoder.hint.allows(cloud) {
             return reject(
                 ErrorReason::FormatMismatch,
-                format!("{cloud} record on a source declared as {}", self.decoder.hint),
+                format!(
+                    "{cloud} record on a source declared as {}",
+                    self.decoder.hint
+                ),
             );
         }
         if text.len() > self.limits().max_record_bytes {
@@ -625,13 +692,11 @@ where
     }
 
     fn cloudwatch_log_events(&mut self, log_events: &str, location: RecordLocation, nesting: u8) {
-        let mut index = 0u32;
-        for element in sonic_rs::to_array_iter(log_events) {
+        for (index, element) in (0u32..).zip(sonic_rs::to_array_iter(log_events)) {
             let element_location = RecordLocation {
                 line: location.line,
                 index,
             };
-            index += 1;
             let element = match element {
                 Ok(element) => element,
                 Err(e) => {
@@ -640,7 +705,12 @@ where
                     } else {
                         ErrorReason::Syntax
                     };
-                    self.emit_error(element_location, reason, format!("logEvents: {e}"), log_events.as_bytes());
+                    self.emit_error(
+                        element_location,
+                        reason,
+                        format!("logEvents: {e}"),
+                        log_events.as_bytes(),
+                    );
                     return;
                 }
             };
@@ -648,7 +718,12 @@ where
             match message.as_ref().and_then(|m| m.as_str()) {
                 Some(record) => {
                     let record = record.to_owned();
-                    self.embedded(&record, Shape::CloudTrailCloudWatchLogs, element_location, nesting);
+                    self.embedded(
+                        &record,
+                        Shape::CloudTrailCloudWatchLogs,
+                        element_location,
+                        nesting,
+                    );
                 }
                 None => self.emit_error(
                     element_location,
@@ -668,7 +743,10 @@ fn truncated_envelope_records(text: &str) -> Option<(&str, Shape)> {
     let (rest, shape) = if let Some(rest) = rest.strip_prefix("\"Records\"") {
         (rest, Shape::CloudTrailS3Object)
     } else {
-        (rest.strip_prefix("\"records\"")?, Shape::AzureEventHubsBatch)
+        (
+            rest.strip_prefix("\"records\"")?,
+            Shape::AzureEventHubsBatch,
+        )
     };
     let rest = rest.trim_start().strip_prefix(':')?.trim_start();
     rest.starts_with('[').then_some((rest, shape))
@@ -692,16 +770,27 @@ fn is_cloudtrail_detail_type(detail_type: &str) -> bool {
 
 fn pubsub_data(message: &str) -> Result<String, Rejection> {
     let Some(data) = get_str(message, "data") else {
-        return reject(ErrorReason::BadEnvelope, "Pub/Sub message without a string `data`");
+        return reject(
+            ErrorReason::BadEnvelope,
+            "Pub/Sub message without a string `data`",
+        );
     };
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(&*data)
         .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(&*data))
-        .map_err(|e| (ErrorReason::BadEnvelope, format!("Pub/Sub `message.data` is not base64: {e}")))?;
+        .map_err(|e| {
+            (
+                ErrorReason::BadEnvelope,
+                format!("Pub/Sub `message.data` is not base64: {e}"),
+            )
+        })?;
     String::from_utf8(bytes).map_err(|e| {
         (
             ErrorReason::InvalidUtf8,
-            format!("Pub/Sub `message.data` is not UTF-8 at byte {}", e.utf8_error().valid_up_to()),
+            format!(
+                "Pub/Sub `message.data` is not UTF-8 at byte {}",
+                e.utf8_error().valid_up_to()
+            ),
         )
     })
 }
@@ -855,7 +944,9 @@ mod tests {
         assert!(is_json_lines("{\"a\":1}\n{\"b\":2}\n"));
         assert!(is_json_lines("{\"a\":1\n{\"b\":2}\n"));
         assert!(!is_json_lines("{\"a\":1}\n"));
-        assert!(!is_json_lines("{\n  \"Records\": [\n    {\"a\":1},\n    {\"b\":2}\n  ]\n}\n"));
+        assert!(!is_json_lines(
+            "{\n  \"Records\": [\n    {\"a\":1},\n    {\"b\":2}\n  ]\n}\n"
+        ));
         assert!(!is_json_lines("{\"records\": [\n{\"a\":1},\n{\"b\":2}\n]}"));
         assert!(!is_json_lines("[\n{\"a\":1},\n{\"b\":2}\n]"));
     }
@@ -863,7 +954,10 @@ mod tests {
     #[test]
     fn depth_check_ignores_brackets_in_strings() {
         let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
-        assert_eq!(check_depth(deep.as_bytes(), 64).unwrap_err().0, ErrorReason::TooDeep);
+        assert_eq!(
+            check_depth(deep.as_bytes(), 64).unwrap_err().0,
+            ErrorReason::TooDeep
+        );
         let in_string = format!("{{\"a\":\"{}\"}}", "[".repeat(100));
         assert!(check_depth(in_string.as_bytes(), 64).is_ok());
         let escaped = format!("{{\"a\":\"\\\"{}\"}}", "{".repeat(100));
@@ -879,7 +973,13 @@ mod tests {
 
     #[test]
     fn hash_distinguishes_absent_from_empty() {
-        assert_ne!(hash_fields(&[None, Some("a")]), hash_fields(&[Some(""), Some("a")]));
-        assert_ne!(hash_fields(&[Some("ab"), Some("c")]), hash_fields(&[Some("a"), Some("bc")]));
+        assert_ne!(
+            hash_fields(&[None, Some("a")]),
+            hash_fields(&[Some(""), Some("a")])
+        );
+        assert_ne!(
+            hash_fields(&[Some("ab"), Some("c")]),
+            hash_fields(&[Some("a"), Some("bc")])
+        );
     }
 }

@@ -19,7 +19,6 @@ use std::borrow::Cow;
 use std::fmt;
 use std::ops::ControlFlow;
 
-
 /// Paths nest at most this deep; deeper paths are rejected when parsed.
 const MAX_PATH_SEGMENTS: usize = 32;
 
@@ -191,7 +190,9 @@ impl<'a> FieldValue<'a> {
         if !inner.contains('\\') {
             return Some(Cow::Borrowed(inner));
         }
-        sonic_rs::from_str::<String>(&self.json).ok().map(Cow::Owned)
+        sonic_rs::from_str::<String>(&self.json)
+            .ok()
+            .map(Cow::Owned)
     }
 
     pub fn as_bool(&self) -> Option<bool> {
@@ -347,7 +348,10 @@ mod tests {
         );
         assert_eq!(
             path(r#"claims."http://x.org/upn""#).segments(),
-            &[Segment::Key("claims".into()), Segment::Key("http://x.org/upn".into())]
+            &[
+                Segment::Key("claims".into()),
+                Segment::Key("http://x.org/upn".into())
+            ]
         );
         assert!(FieldPath::parse("").is_err());
         assert!(FieldPath::parse("a..b").is_err());
@@ -360,7 +364,10 @@ mod tests {
     #[test]
     fn looks_up_nested_keys_and_indexes() {
         let json = r#"{"a":{"b":[{"c":1},{"c":"two"}]},"n":null}"#;
-        assert_eq!(lookup(json, &path("a.b[1].c")).unwrap().as_str().unwrap(), "two");
+        assert_eq!(
+            lookup(json, &path("a.b[1].c")).unwrap().as_str().unwrap(),
+            "two"
+        );
         assert_eq!(lookup(json, &path("a.b[0].c")).unwrap().as_f64(), Some(1.0));
         assert!(lookup(json, &path("a.x")).is_none());
         assert!(lookup(json, &path("a.b[5]")).is_none());
@@ -382,7 +389,10 @@ mod tests {
         let json = r#"{"properties":{"requestbody":"{\"properties\":{\"scope\":\"/subscriptions/1\",\"roles\":[\"Owner\"]}}"}}"#;
         let v = lookup(json, &path("properties.requestbody.properties.scope")).unwrap();
         assert_eq!(v.as_str().unwrap(), "/subscriptions/1");
-        assert_eq!(all(json, "properties.requestbody.properties.roles[0]"), vec![r#""Owner""#]);
+        assert_eq!(
+            all(json, "properties.requestbody.properties.roles[0]"),
+            vec![r#""Owner""#]
+        );
         // the string itself is still reachable
         let body = lookup(json, &path("properties.requestbody")).unwrap();
         assert!(body.as_str().unwrap().starts_with("{\"properties\""));

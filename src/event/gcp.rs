@@ -37,7 +37,11 @@ pub enum AuditStream {
 pub fn audit_stream(log_name: &str) -> AuditStream {
     let suffix = log_name
         .rsplit_once("cloudaudit.googleapis.com")
-        .map(|(_, s)| s.trim_start_matches("%2F").trim_start_matches("%2f").trim_start_matches('/'))
+        .map(|(_, s)| {
+            s.trim_start_matches("%2F")
+                .trim_start_matches("%2f")
+                .trim_start_matches('/')
+        })
         .unwrap_or("");
     match suffix {
         "activity" => AuditStream::Activity,
@@ -56,13 +60,13 @@ pub(crate) fn normalize<'a>(
     let Some(payload) = probe.typed::<GcpAuditLog<'a>>(Key::ProtoPayload)? else {
         return reject(ErrorReason::MissingField, "LogEntry without `protoPayload`");
     };
-    if let Some(type_url) = payload.type_url.as_deref() {
-        if type_url != AUDIT_LOG_TYPE {
-            return reject(
-                ErrorReason::NotAuditLog,
-                format!("protoPayload of type `{type_url}` is not a Cloud Audit Logs AuditLog"),
-            );
-        }
+    if let Some(type_url) = payload.type_url.as_deref()
+        && type_url != AUDIT_LOG_TYPE
+    {
+        return reject(
+            ErrorReason::NotAuditLog,
+            format!("protoPayload of type `{type_url}` is not a Cloud Audit Logs AuditLog"),
+        );
     }
     let Some(service) = non_empty(payload.service_name) else {
         return reject(ErrorReason::MissingField, "AuditLog without `serviceName`");
@@ -77,7 +81,12 @@ pub(crate) fn normalize<'a>(
     let time = match time_text.as_deref() {
         Some(text) => match parse_time(text) {
             Some(t) => Some(t),
-            None => return reject(ErrorReason::BadTimestamp, format!("`timestamp` `{text}` is not a timestamp")),
+            None => {
+                return reject(
+                    ErrorReason::BadTimestamp,
+                    format!("`timestamp` `{text}` is not a timestamp"),
+                );
+            }
         },
         None => None,
     };
@@ -86,7 +95,10 @@ pub(crate) fn normalize<'a>(
         None => EventId::Hash(hash_fields(&[Some(raw)])),
     };
     let log_name = probe.str(Key::LogName)?;
-    let stream = log_name.as_deref().map(audit_stream).unwrap_or(AuditStream::Other);
+    let stream = log_name
+        .as_deref()
+        .map(audit_stream)
+        .unwrap_or(AuditStream::Other);
 
     let resource_name = non_empty(payload.resource_name);
     let (resource_type, labels) = match probe.typed::<GcpMonitoredResource<'a>>(Key::Resource)? {
@@ -94,7 +106,12 @@ pub(crate) fn normalize<'a>(
         None => (None, None),
     };
     let (project, region) = match labels {
-        Some(l) => (non_empty(l.project_id), non_empty(l.location).or(non_empty(l.zone)).or(non_empty(l.region))),
+        Some(l) => (
+            non_empty(l.project_id),
+            non_empty(l.location)
+                .or(non_empty(l.zone))
+                .or(non_empty(l.region)),
+        ),
         None => (None, None),
     };
     let account = project
@@ -103,7 +120,10 @@ pub(crate) fn normalize<'a>(
     let region = region.or_else(|| payload.resource_location.as_ref().and_then(first_location));
 
     let (source_ip, user_agent) = match payload.request_metadata {
-        Some(m) => (non_empty(m.caller_ip).map(SourceIp::parse), non_empty(m.caller_supplied_user_agent)),
+        Some(m) => (
+            non_empty(m.caller_ip).map(SourceIp::parse),
+            non_empty(m.caller_supplied_user_agent),
+        ),
         None => (None, None),
     };
 
@@ -125,7 +145,10 @@ pub(crate) fn normalize<'a>(
 
     let mut resources = SmallVec::new();
     if let Some(id) = resource_name {
-        resources.push(Resource { id, kind: resource_type });
+        resources.push(Resource {
+            id,
+            kind: resource_type,
+        });
     }
 
     Ok(AuditEvent {
@@ -164,7 +187,9 @@ fn principal(info: Option<GcpAuthenticationInfo<'_>>) -> Principal<'_> {
         }
         (Some(e), _) if e.starts_with("system:") => PrincipalKind::ProviderService,
         (Some(e), _) if e.contains('@') => PrincipalKind::User,
-        (_, Some(s)) if s.starts_with("principal://") || s.starts_with("principalSet://") => PrincipalKind::Federated,
+        (_, Some(s)) if s.starts_with("principal://") || s.starts_with("principalSet://") => {
+            PrincipalKind::Federated
+        }
         _ => PrincipalKind::Unknown,
     };
     let mut chain = SmallVec::new();
@@ -208,7 +233,9 @@ fn delegation_chain<'a>(delegation: &LazyValue<'a>, chain: &mut SmallVec<[Str<'a
         let principal = sonic_rs::get_from_str(entry, ["firstPartyPrincipal"])
             .ok()
             .and_then(|p| match p.as_raw_cow() {
-                Cow::Borrowed(p) => get_str(p, "principalEmail").or_else(|| get_str(p, "principalSubject")),
+                Cow::Borrowed(p) => {
+                    get_str(p, "principalEmail").or_else(|| get_str(p, "principalSubject"))
+                }
                 Cow::Owned(_) => None,
             })
             .or_else(|| get_str(entry, "principalSubject"));
@@ -235,7 +262,10 @@ fn scope_of_log_name<'a>(log_name: &Str<'a>) -> Option<Str<'a>> {
 fn project_of_resource<'a>(name: &Str<'a>) -> Option<Str<'a>> {
     let start = name.find("projects/")? + "projects/".len();
     let rest = &name[start..];
-    let id = rest.split('/').next().filter(|id| !id.is_empty() && *id != "_")?;
+    let id = rest
+        .split('/')
+        .next()
+        .filter(|id| !id.is_empty() && *id != "_")?;
     Some(sub_str(name, id))
 }
 
@@ -253,9 +283,18 @@ fn first_location<'a>(location: &LazyValue<'a>) -> Option<Str<'a>> {
 fn is_read_method(method: &str) -> bool {
     let verb = method.rsplit(['.', '/']).next().unwrap_or(method);
     let verb = verb.to_ascii_lowercase();
-    ["get", "list", "search", "lookup", "query", "read", "testiampermissions", "aggregated"]
-        .iter()
-        .any(|prefix| verb.starts_with(prefix))
+    [
+        "get",
+        "list",
+        "search",
+        "lookup",
+        "query",
+        "read",
+        "testiampermissions",
+        "aggregated",
+    ]
+    .iter()
+    .any(|prefix| verb.starts_with(prefix))
 }
 
 fn grpc_code_name(code: i64) -> &'static str {
@@ -286,17 +325,32 @@ mod tests {
 
     #[test]
     fn reads_audit_stream_from_log_name() {
-        assert_eq!(audit_stream("projects/p/logs/cloudaudit.googleapis.com%2Factivity"), AuditStream::Activity);
-        assert_eq!(audit_stream("projects/p/logs/cloudaudit.googleapis.com%2Fdata_access"), AuditStream::DataAccess);
-        assert_eq!(audit_stream("organizations/1/logs/cloudaudit.googleapis.com%2Fpolicy"), AuditStream::Policy);
-        assert_eq!(audit_stream("projects/p/logs/cloudaudit.googleapis.com/system_event"), AuditStream::SystemEvent);
+        assert_eq!(
+            audit_stream("projects/p/logs/cloudaudit.googleapis.com%2Factivity"),
+            AuditStream::Activity
+        );
+        assert_eq!(
+            audit_stream("projects/p/logs/cloudaudit.googleapis.com%2Fdata_access"),
+            AuditStream::DataAccess
+        );
+        assert_eq!(
+            audit_stream("organizations/1/logs/cloudaudit.googleapis.com%2Fpolicy"),
+            AuditStream::Policy
+        );
+        assert_eq!(
+            audit_stream("projects/p/logs/cloudaudit.googleapis.com/system_event"),
+            AuditStream::SystemEvent
+        );
         assert_eq!(audit_stream("projects/p/logs/syslog"), AuditStream::Other);
     }
 
     #[test]
     fn scopes_from_names() {
         let log: Str<'_> = "organizations/123/logs/x".into();
-        assert_eq!(scope_of_log_name(&log).as_deref(), Some("organizations/123"));
+        assert_eq!(
+            scope_of_log_name(&log).as_deref(),
+            Some("organizations/123")
+        );
         let log: Str<'_> = "projects/my-proj/logs/x".into();
         assert_eq!(scope_of_log_name(&log).as_deref(), Some("my-proj"));
         let res: Str<'_> = "projects/_/buckets/b".into();

@@ -27,8 +27,8 @@ pub mod aws;
 pub mod azure;
 pub mod decode;
 pub mod field;
-mod probe;
 pub mod gcp;
+mod probe;
 mod time;
 
 use std::borrow::Cow;

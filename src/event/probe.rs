@@ -12,8 +12,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 use sonic_rs::LazyValue;
 
 use super::Str;
@@ -54,7 +54,9 @@ impl<'de> Deserialize<'de> for BoolLike {
 /// Deserializes an optional string borrowed from the input when it has no
 /// escapes. (`#[serde(borrow)]` only borrows a bare `Cow<str>` field; behind an
 /// `Option` serde's own `Cow` impl always allocates.)
-pub(crate) fn opt_str<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Str<'de>>, D::Error> {
+pub(crate) fn opt_str<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Str<'de>>, D::Error> {
     struct OptStr;
     impl<'de> Visitor<'de> for OptStr {
         type Value = Option<Str<'de>>;
@@ -95,7 +97,11 @@ pub(crate) fn parse_bool_text(v: &str) -> Option<bool> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub(crate) struct AwsIdentity<'a> {
-    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str", rename = "type")]
+    #[serde(
+        borrow,
+        deserialize_with = "crate::event::probe::opt_str",
+        rename = "type"
+    )]
     pub kind: Option<Str<'a>>,
     #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub principal_id: Option<Str<'a>>,
@@ -128,7 +134,11 @@ pub(crate) struct AwsSessionContext<'a> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub(crate) struct AwsSessionIssuer<'a> {
-    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str", rename = "type")]
+    #[serde(
+        borrow,
+        deserialize_with = "crate::event::probe::opt_str",
+        rename = "type"
+    )]
     pub kind: Option<Str<'a>>,
     #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub arn: Option<Str<'a>>,
@@ -153,7 +163,11 @@ pub(crate) struct AwsOnBehalfOf<'a> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub(crate) struct GcpAuditLog<'a> {
-    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str", rename = "@type")]
+    #[serde(
+        borrow,
+        deserialize_with = "crate::event::probe::opt_str",
+        rename = "@type"
+    )]
     pub type_url: Option<Str<'a>>,
     #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub service_name: Option<Str<'a>>,
@@ -205,7 +219,11 @@ pub(crate) struct GcpStatus<'a> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(crate) struct GcpMonitoredResource<'a> {
-    #[serde(borrow, deserialize_with = "crate::event::probe::opt_str", rename = "type")]
+    #[serde(
+        borrow,
+        deserialize_with = "crate::event::probe::opt_str",
+        rename = "type"
+    )]
     pub kind: Option<Str<'a>>,
     #[serde(borrow)]
     pub labels: Option<GcpResourceLabels<'a>>,
@@ -223,7 +241,6 @@ pub(crate) struct GcpResourceLabels<'a> {
     #[serde(borrow, deserialize_with = "crate::event::probe::opt_str")]
     pub region: Option<Str<'a>>,
 }
-
 
 /// The top-level keys of every supported shape. See [`Probe`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -501,7 +518,8 @@ impl<'de> de::DeserializeSeed<'de> for RawValueSeed<'de> {
                     .ok_or_else(|| E::custom("raw value is not part of the input"))
             }
         }
-        deserializer.deserialize_newtype_struct(SONIC_RAW_VALUE_TOKEN, RawVisitor { base: self.base })
+        deserializer
+            .deserialize_newtype_struct(SONIC_RAW_VALUE_TOKEN, RawVisitor { base: self.base })
     }
 }
 
@@ -575,7 +593,10 @@ pub(crate) fn classify_sonic_error(e: &sonic_rs::Error) -> Rejection {
 }
 
 fn wrong_type<T>(key: Key, expected: &str) -> Result<T, Rejection> {
-    reject(ErrorReason::WrongType, format!("field `{}` must be {expected}", key.name()))
+    reject(
+        ErrorReason::WrongType,
+        format!("field `{}` must be {expected}", key.name()),
+    )
 }
 
 impl<'a> Probe<'a> {
@@ -621,7 +642,9 @@ impl<'a> Probe<'a> {
             None => Ok(None),
             Some("true") => Ok(Some(true)),
             Some("false") => Ok(Some(false)),
-            Some(raw) if raw.starts_with('"') => Ok(json_string(raw).and_then(|s| parse_bool_text(&s))),
+            Some(raw) if raw.starts_with('"') => {
+                Ok(json_string(raw).and_then(|s| parse_bool_text(&s)))
+            }
             Some(_) => wrong_type(key, "a boolean"),
         }
     }
