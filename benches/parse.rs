@@ -92,6 +92,60 @@ fn bench_baselines(c: &mut Criterion) {
             }
         })
     });
+    let mut tree = sonic_rs::PointerTree::new();
+    for path in [
+        "eventVersion",
+        "eventTime",
+        "eventSource",
+        "eventName",
+        "awsRegion",
+        "sourceIPAddress",
+        "userAgent",
+        "errorCode",
+        "errorMessage",
+        "eventID",
+        "readOnly",
+        "eventType",
+        "recipientAccountId",
+        "resources",
+        "Records",
+        "records",
+        "logEvents",
+        "CloudTrailEvent",
+        "detail-type",
+        "protoPayload",
+        "operationName",
+        "time",
+        "resourceId",
+        "identity",
+    ] {
+        tree.add_path([path]);
+    }
+    for path in [
+        "type",
+        "arn",
+        "principalId",
+        "accountId",
+        "accessKeyId",
+        "userName",
+        "invokedBy",
+    ] {
+        tree.add_path(["userIdentity", path]);
+    }
+    tree.add_path([
+        "userIdentity",
+        "sessionContext",
+        "attributes",
+        "mfaAuthenticated",
+    ]);
+    tree.add_path(["userIdentity", "sessionContext", "sessionIssuer", "arn"]);
+    group.bench_function("sonic_get_many_33_paths", |b| {
+        b.iter(|| {
+            for t in &texts {
+                std::hint::black_box(sonic_rs::get_many(*t, &tree).unwrap());
+            }
+        })
+    });
     group.bench_function("serde_json_typed_3_fields", |b| {
         b.iter(|| {
             for t in &texts {

@@ -21,7 +21,7 @@ use super::{
 };
 
 pub(crate) fn normalize<'a>(
-    probe: Probe<'a>,
+    probe: &Probe<'a>,
     raw: &'a str,
     shape: Shape,
 ) -> Result<AuditEvent<'a>, Rejection> {

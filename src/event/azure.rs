@@ -186,7 +186,7 @@ fn nested_str<'a>(probe: &Probe<'a>, key: Key, field: &str) -> Option<Str<'a>> {
 }
 
 pub(crate) fn normalize<'a>(
-    probe: Probe<'a>,
+    probe: &Probe<'a>,
     raw: &'a str,
     shape: Shape,
 ) -> Result<AuditEvent<'a>, Rejection> {
@@ -195,7 +195,7 @@ pub(crate) fn normalize<'a>(
         None => match probe.str_or_value(Key::OperationNameSnake)? {
             Some((operation, _)) => Some(operation),
             // `az monitor activity-log list --query` output may keep only `authorization`.
-            None => nested_str(&probe, Key::Authorization, "action"),
+            None => nested_str(probe, Key::Authorization, "action"),
         },
     };
     let Some(operation) = operation else {
@@ -222,7 +222,7 @@ pub(crate) fn normalize<'a>(
         None => None,
     };
 
-    let resource_id = first_str(&probe, &[Key::ResourceId, Key::ResourceIdSnake])?;
+    let resource_id = first_str(probe, &[Key::ResourceId, Key::ResourceIdSnake])?;
     // `identity` is an object in the Event Hubs shape, and sometimes a plain string.
     let identity: Option<Identity<'a>> = probe
         .raw(Key::Identity)
@@ -236,7 +236,7 @@ pub(crate) fn normalize<'a>(
         .as_ref()
         .and_then(|i| i.authorization.as_ref())
         .and_then(|a| a.scope.clone())
-        .or_else(|| nested_str(&probe, Key::Authorization, "scope"));
+        .or_else(|| nested_str(probe, Key::Authorization, "scope"));
 
     let provider_name = match probe.str_or_value(Key::ResourceProviderName)? {
         Some((name, _)) => Some(name),
@@ -246,10 +246,10 @@ pub(crate) fn normalize<'a>(
     };
     let service = service(&operation, provider_name, resource_id.as_ref());
 
-    let event_id = match first_str(&probe, &[Key::EventDataId, Key::EventDataIdSnake])? {
+    let event_id = match first_str(probe, &[Key::EventDataId, Key::EventDataIdSnake])? {
         Some(id) => EventId::Native(id),
         None => {
-            let correlation = first_str(&probe, &[Key::CorrelationId, Key::CorrelationIdSnake])?;
+            let correlation = first_str(probe, &[Key::CorrelationId, Key::CorrelationIdSnake])?;
             let result_type = probe.str(Key::ResultType)?;
             if correlation.is_some() || time_text.is_some() {
                 EventId::Hash(hash_fields(&[
@@ -266,7 +266,7 @@ pub(crate) fn normalize<'a>(
 
     let account = match resource_id.as_ref().and_then(|id| subscription_of(id)) {
         Some(account) => Some(account),
-        None => match first_str(&probe, &[Key::SubscriptionId, Key::SubscriptionIdSnake])? {
+        None => match first_str(probe, &[Key::SubscriptionId, Key::SubscriptionIdSnake])? {
             Some(account) => Some(account),
             None => authorization_scope
                 .as_ref()
@@ -328,7 +328,7 @@ pub(crate) fn normalize<'a>(
     let mut resources = SmallVec::new();
     let resource = resource_id
         .or(authorization_scope)
-        .or_else(|| nested_str(&probe, Key::Properties, "entity"));
+        .or_else(|| nested_str(probe, Key::Properties, "entity"));
     if let Some(id) = resource {
         resources.push(Resource { id, kind: None });
     }

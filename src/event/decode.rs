@@ -535,7 +535,7 @@ where
                 return;
             }
         };
-        if let Err((reason, detail)) = self.dispatch(text, probe, shape, location, nesting) {
+        if let Err((reason, detail)) = self.dispatch(text, &probe, shape, location, nesting) {
             self.emit_error(location, reason, detail, text.as_bytes());
         }
     }
@@ -543,7 +543,7 @@ where
     fn dispatch<'t>(
         &mut self,
         text: &'t str,
-        probe: Probe<'t>,
+        probe: &Probe<'t>,
         shape: Option<Shape>,
         location: RecordLocation,
         nesting: u8,

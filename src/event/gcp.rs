@@ -53,7 +53,7 @@ pub fn audit_stream(log_name: &str) -> AuditStream {
 }
 
 pub(crate) fn normalize<'a>(
-    probe: Probe<'a>,
+    probe: &Probe<'a>,
     raw: &'a str,
     shape: Shape,
 ) -> Result<AuditEvent<'a>, Rejection> {
