@@ -206,7 +206,7 @@ pub(crate) fn normalize<'a>(
     };
 
     let time_text = first_str(
-        &probe,
+        probe,
         &[Key::Time, Key::EventTimestamp, Key::EventTimestampSnake],
     )?;
     let time = match time_text.as_deref() {
