@@ -20,3 +20,4 @@
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod matrix;

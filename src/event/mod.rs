@@ -48,7 +48,9 @@ pub use field::{FieldPath, FieldValue};
 pub type Str<'a> = Cow<'a, str>;
 
 /// The cloud a record comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Cloud {
     Aws,
