@@ -21,3 +21,4 @@ pub mod cli;
 pub mod config;
 pub mod event;
 pub mod matrix;
+pub mod detect;

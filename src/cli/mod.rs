@@ -2,7 +2,9 @@
 //! mapping from errors to exit codes. Each subcommand lives in its own module
 //! and returns `anyhow::Result`; library modules below it use typed errors.
 
+mod matrix;
 mod parse;
+mod rules;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -42,6 +44,12 @@ pub enum LogFormat {
 pub enum Command {
     /// Parse audit records and print one normalized event per line as JSON.
     Parse(parse::ParseArgs),
+    /// Test and check detection rules.
+    #[command(subcommand)]
+    Rules(rules::RulesCommand),
+    /// Validate the responsibility matrix.
+    #[command(subcommand)]
+    Matrix(matrix::MatrixCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -59,6 +67,8 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Parse(args) => parse::run(args, &config),
+        Command::Rules(command) => rules::run(command),
+        Command::Matrix(command) => matrix::run(command),
     };
     match result {
         Ok(code) => code,

@@ -138,6 +138,22 @@ pub enum PrincipalKind {
     Unknown,
 }
 
+impl PrincipalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::Root => "root",
+            PrincipalKind::User => "user",
+            PrincipalKind::AssumedRole => "assumed_role",
+            PrincipalKind::ServicePrincipal => "service_principal",
+            PrincipalKind::ServiceAccount => "service_account",
+            PrincipalKind::Federated => "federated",
+            PrincipalKind::ProviderService => "provider_service",
+            PrincipalKind::Account => "account",
+            PrincipalKind::Unknown => "unknown",
+        }
+    }
+}
+
 /// The identity behind an event.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Principal<'a> {
@@ -193,6 +209,17 @@ pub enum Outcome {
     Failed,
     /// Accepted and still running (Azure `Start` / `Accept` records).
     Pending,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Denied => "denied",
+            Outcome::Failed => "failed",
+            Outcome::Pending => "pending",
+        }
+    }
 }
 
 /// The caller's address as logged, and as an IP address when it is one.

@@ -1,0 +1,403 @@
+//! Field conditions: the compiled form of a rule's `where` clause (and of a
+//! Sigma detection), evaluated against one event without allocating on the
+//! common path.
+//!
+//! A condition reads the values of one field, either a native field by path
+//! (`requestParameters.ipPermissions.items.ipRanges.items.cidrIp`, fanning out
+//! over arrays and into JSON held in strings) or a normalized field of the
+//! event (`event.principal.kind`), and applies one [`Matcher`] to them, for
+//! *any* value (the default) or *all* of them. Conditions combine with
+//! `AllOf`, `AnyOf` and `Not`. String comparisons ignore ASCII case unless a
+//! rule asks otherwise (Sigma's default, and Azure writes names in any case).
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::ops::ControlFlow;
+
+use aho_corasick::AhoCorasick;
+use ipnet::IpNet;
+use regex::Regex;
+
+use crate::event::field::{self, FieldPath, FieldValue, ValueKind};
+use crate::event::{AuditEvent, parse_ip_tolerant};
+
+/// A normalized field of [`AuditEvent`], addressed as `event.<name>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventField {
+    Cloud,
+    Service,
+    Operation,
+    Account,
+    Region,
+    EventId,
+    PrincipalKind,
+    PrincipalId,
+    PrincipalName,
+    PrincipalAccount,
+    PrincipalIssuer,
+    PrincipalChain,
+    PrincipalMfa,
+    AccessKeyId,
+    SourceIp,
+    UserAgent,
+    Outcome,
+    ErrorCode,
+    ReadOnly,
+    Resources,
+}
+
+impl EventField {
+    pub const NAMES: [(&'static str, EventField); 20] = [
+        ("cloud", EventField::Cloud),
+        ("service", EventField::Service),
+        ("operation", EventField::Operation),
+        ("account", EventField::Account),
+        ("region", EventField::Region),
+        ("event_id", EventField::EventId),
+        ("principal.kind", EventField::PrincipalKind),
+        ("principal.id", EventField::PrincipalId),
+        ("principal.name", EventField::PrincipalName),
+        ("principal.account", EventField::PrincipalAccount),
+        ("principal.issuer", EventField::PrincipalIssuer),
+        ("principal.chain", EventField::PrincipalChain),
+        ("principal.mfa", EventField::PrincipalMfa),
+        ("principal.access_key_id", EventField::AccessKeyId),
+        ("source_ip", EventField::SourceIp),
+        ("user_agent", EventField::UserAgent),
+        ("outcome", EventField::Outcome),
+        ("error_code", EventField::ErrorCode),
+        ("read_only", EventField::ReadOnly),
+        ("resources", EventField::Resources),
+    ];
+
+    pub fn parse(name: &str) -> Option<EventField> {
+        Self::NAMES.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    }
+
+    /// Calls `f` with each value of this field (none when absent).
+    fn visit<'e>(self, event: &'e AuditEvent<'_>, f: &mut dyn FnMut(&str) -> ControlFlow<()>) -> ControlFlow<()> {
+        fn opt(value: Option<&str>, f: &mut dyn FnMut(&str) -> ControlFlow<()>) -> ControlFlow<()> {
+            match value {
+                Some(v) => f(v),
+                None => ControlFlow::Continue(()),
+            }
+        }
+        fn flag(value: Option<bool>, f: &mut dyn FnMut(&str) -> ControlFlow<()>) -> ControlFlow<()> {
+            opt(value.map(|b| if b { "true" } else { "false" }), f)
+        }
+        let p = &event.principal;
+        match self {
+            EventField::Cloud => f(event.cloud.as_str()),
+            EventField::Service => f(&event.service),
+            EventField::Operation => f(&event.operation),
+            EventField::Account => opt(event.account.as_deref(), f),
+            EventField::Region => opt(event.region.as_deref(), f),
+            EventField::EventId => match &event.event_id {
+                crate::event::EventId::Native(id) => f(id),
+                other => f(&other.to_string()),
+            },
+            EventField::PrincipalKind => f(p.kind.as_str()),
+            EventField::PrincipalId => opt(p.id.as_deref(), f),
+            EventField::PrincipalName => opt(p.name.as_deref(), f),
+            EventField::PrincipalAccount => opt(p.account.as_deref(), f),
+            EventField::PrincipalIssuer => opt(p.issuer.as_deref(), f),
+            EventField::PrincipalChain => {
+                for link in &p.chain {
+                    f(link)?;
+                }
+                ControlFlow::Continue(())
+            }
+            EventField::PrincipalMfa => flag(p.mfa, f),
+            EventField::AccessKeyId => opt(p.access_key_id.as_deref(), f),
+            EventField::SourceIp => opt(event.source_ip.as_ref().map(|ip| &*ip.raw), f),
+            EventField::UserAgent => opt(event.user_agent.as_deref(), f),
+            EventField::Outcome => f(event.outcome.as_str()),
+            EventField::ErrorCode => opt(event.error_code.as_deref(), f),
+            EventField::ReadOnly => flag(event.read_only, f),
+            EventField::Resources => {
+                for r in &event.resources {
+                    f(&r.id)?;
+                }
+                ControlFlow::Continue(())
+            }
+        }
+    }
+}
+
+/// Where a condition reads its values.
+#[derive(Clone, Debug)]
+pub enum FieldSource {
+    Native(FieldPath),
+    Event(EventField),
+    /// The whole native record as text (Sigma keyword search).
+    RawText,
+}
+
+impl FieldSource {
+    /// `event.<name>` is a normalized field; anything else a native path.
+    pub fn parse(text: &str) -> Result<FieldSource, String> {
+        if let Some(name) = text.strip_prefix("event.") {
+            return EventField::parse(name).map(FieldSource::Event).ok_or_else(|| {
+                let known: Vec<&str> = EventField::NAMES.iter().map(|(n, _)| *n).collect();
+                format!("unknown event field `{text}` (known: event.{})", known.join(", event."))
+            });
+        }
+        FieldPath::parse(text).map(FieldSource::Native).map_err(|e| e.to_string())
+    }
+
+    /// Calls `f` with each scalar value, as text; arrays at the end of a path
+    /// count as their elements; nulls do not count.
+    fn visit(&self, event: &AuditEvent<'_>, f: &mut dyn FnMut(&str) -> ControlFlow<()>) -> ControlFlow<()> {
+        match self {
+            FieldSource::Event(field) => field.visit(event, f),
+            FieldSource::RawText => f(&event.raw),
+            FieldSource::Native(path) => field::visit(&event.raw, path, &mut |value: FieldValue<'_>| {
+                if value.kind() == ValueKind::Array {
+                    let mut flow = ControlFlow::Continue(());
+                    value.for_each_element(|element| {
+                        if flow.is_continue() {
+                            flow = visit_scalar(&element, f);
+                        }
+                    });
+                    flow
+                } else {
+                    visit_scalar(&value, f)
+                }
+            }),
+        }
+    }
+}
+
+fn visit_scalar(value: &FieldValue<'_>, f: &mut dyn FnMut(&str) -> ControlFlow<()>) -> ControlFlow<()> {
+    match value.kind() {
+        ValueKind::Null => ControlFlow::Continue(()),
+        // Objects and arrays compare as their JSON text (rarely useful, but defined).
+        ValueKind::Object | ValueKind::Array => f(value.raw_json()),
+        _ => match value.as_scalar_text() {
+            Some(text) => f(&text),
+            None => ControlFlow::Continue(()),
+        },
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmpOp {
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+}
+
+/// How one value is tested.
+#[derive(Clone, Debug)]
+pub enum Matcher {
+    Equals { values: Vec<Box<str>>, case_sensitive: bool },
+    Contains(AhoCorasick),
+    Prefix { values: Vec<Box<str>>, case_sensitive: bool },
+    Suffix { values: Vec<Box<str>>, case_sensitive: bool },
+    Regex(Regex),
+    /// The value is an IP address (or a CIDR range) inside one of the networks.
+    Cidr(Vec<IpNet>),
+    /// The field has (true) or lacks (false) a non-null value.
+    Exists(bool),
+    Compare(CmpOp, f64),
+}
+
+impl Matcher {
+    pub fn contains(needles: &[String], case_sensitive: bool) -> Result<Matcher, String> {
+        AhoCorasick::builder()
+            .ascii_case_insensitive(!case_sensitive)
+            .build(needles)
+            .map(Matcher::Contains)
+            .map_err(|e| format!("bad contains list: {e}"))
+    }
+
+    pub fn regex(pattern: &str, case_sensitive: bool) -> Result<Matcher, String> {
+        regex::RegexBuilder::new(pattern)
+            .case_insensitive(!case_sensitive)
+            .size_limit(1 << 20)
+            .build()
+            .map(Matcher::Regex)
+            .map_err(|e| format!("bad regex `{pattern}`: {e}"))
+    }
+
+    pub fn cidr(networks: &[String]) -> Result<Matcher, String> {
+        networks
+            .iter()
+            .map(|n| {
+                n.parse::<IpNet>()
+                    .or_else(|_| n.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|e| format!("bad network `{n}`: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Matcher::Cidr)
+    }
+
+    fn test(&self, value: &str) -> bool {
+        fn eq(a: &str, b: &str, cs: bool) -> bool {
+            if cs { a == b } else { a.eq_ignore_ascii_case(b) }
+        }
+        match self {
+            Matcher::Equals { values, case_sensitive } => values.iter().any(|v| eq(v, value, *case_sensitive)),
+            Matcher::Contains(ac) => ac.is_match(value),
+            Matcher::Prefix { values, case_sensitive } => values.iter().any(|p| {
+                value.len() >= p.len() && value.is_char_boundary(p.len()) && eq(&value[..p.len()], p, *case_sensitive)
+            }),
+            Matcher::Suffix { values, case_sensitive } => values.iter().any(|s| {
+                let start = value.len().wrapping_sub(s.len());
+                value.len() >= s.len() && value.is_char_boundary(start) && eq(&value[start..], s, *case_sensitive)
+            }),
+            Matcher::Regex(re) => re.is_match(value),
+            Matcher::Cidr(networks) => {
+                if let Some(addr) = parse_ip_tolerant(value) {
+                    networks.iter().any(|n| n.contains(&addr))
+                } else if let Ok(range) = value.trim().parse::<IpNet>() {
+                    // A range matches a network that contains it (0.0.0.0/0 in 0.0.0.0/0).
+                    networks.iter().any(|n| n.contains(&range))
+                } else {
+                    false
+                }
+            }
+            Matcher::Exists(_) => true,
+            Matcher::Compare(op, bound) => match value.trim().parse::<f64>() {
+                Ok(v) => match op {
+                    CmpOp::Gt => v > *bound,
+                    CmpOp::Gte => v >= *bound,
+                    CmpOp::Lt => v < *bound,
+                    CmpOp::Lte => v <= *bound,
+                },
+                Err(_) => false,
+            },
+        }
+    }
+}
+
+/// Any value (the default) or every value must match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quantifier {
+    Any,
+    All,
+}
+
+#[derive(Clone, Debug)]
+pub enum Condition {
+    AllOf(Vec<Condition>),
+    AnyOf(Vec<Condition>),
+    Not(Box<Condition>),
+    Field {
+        source: FieldSource,
+        matcher: Matcher,
+        quantifier: Quantifier,
+    },
+    /// A constant, for empty groups and Sigma's keyword-free edge cases.
+    Const(bool),
+}
+
+impl Condition {
+    pub fn matches(&self, event: &AuditEvent<'_>) -> bool {
+        match self {
+            Condition::AllOf(all) => all.iter().all(|c| c.matches(event)),
+            Condition::AnyOf(any) => any.iter().any(|c| c.matches(event)),
+            Condition::Not(inner) => !inner.matches(event),
+            Condition::Const(b) => *b,
+            Condition::Field {
+                source,
+                matcher,
+                quantifier,
+            } => {
+                let mut seen = false;
+                let mut failed = false;
+                let mut matched = false;
+                let _ = source.visit(event, &mut |value| {
+                    seen = true;
+                    if let Matcher::Exists(_) = matcher {
+                        return ControlFlow::Break(());
+                    }
+                    let ok = matcher.test(value);
+                    match quantifier {
+                        Quantifier::Any if ok => {
+                            matched = true;
+                            ControlFlow::Break(())
+                        }
+                        Quantifier::All if !ok => {
+                            failed = true;
+                            ControlFlow::Break(())
+                        }
+                        _ => ControlFlow::Continue(()),
+                    }
+                });
+                match (matcher, quantifier) {
+                    (Matcher::Exists(want), _) => seen == *want,
+                    (_, Quantifier::Any) => matched,
+                    (_, Quantifier::All) => seen && !failed,
+                }
+            }
+        }
+    }
+}
+
+/// The text of a value as rules write it (numbers and booleans as written).
+pub fn scalar_text(value: &yaml_serde::Value) -> Option<Cow<'_, str>> {
+    match value {
+        yaml_serde::Value::String(s) => Some(Cow::Borrowed(s)),
+        yaml_serde::Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        yaml_serde::Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Decoder;
+
+    fn event(json: &str) -> AuditEvent<'static> {
+        Decoder::default().decode_owned(json.as_bytes()).remove(0).unwrap()
+    }
+
+    fn field(path: &str, matcher: Matcher) -> Condition {
+        Condition::Field {
+            source: FieldSource::parse(path).unwrap(),
+            matcher,
+            quantifier: Quantifier::Any,
+        }
+    }
+
+    const SG: &str = r#"{"eventVersion":"1.08","eventTime":"2024-01-01T00:00:00Z","eventSource":"ec2.amazonaws.com","eventName":"AuthorizeSecurityGroupIngress","userIdentity":{"type":"Root","arn":"arn:aws:iam::1:root"},"sourceIPAddress":"075.050.255.67","requestParameters":{"groupId":"sg-1","ipPermissions":{"items":[{"fromPort":22,"toPort":22,"ipRanges":{"items":[{"cidrIp":"10.0.0.0/8"},{"cidrIp":"0.0.0.0/0"}]}}]}}}"#;
+
+    #[test]
+    fn matchers_on_native_and_event_fields() {
+        let e = event(SG);
+        let eq = |v: &str| Matcher::Equals { values: vec![v.into()], case_sensitive: false };
+        assert!(field("requestParameters.ipPermissions.items.ipRanges.items.cidrIp", eq("0.0.0.0/0")).matches(&e));
+        assert!(!field("requestParameters.ipPermissions.items.ipRanges.items.cidrIp", eq("::/0")).matches(&e));
+        assert!(field("event.principal.kind", eq("ROOT")).matches(&e));
+        assert!(field("event.source_ip", Matcher::cidr(&["75.50.0.0/16".into()]).unwrap()).matches(&e));
+        assert!(field("requestParameters.ipPermissions.items.fromPort", Matcher::Compare(CmpOp::Lte, 22.0)).matches(&e));
+        assert!(!field("requestParameters.ipPermissions.items.fromPort", Matcher::Compare(CmpOp::Gt, 22.0)).matches(&e));
+        assert!(field("requestParameters.groupId", Matcher::Prefix { values: vec!["SG-".into()], case_sensitive: false }).matches(&e));
+        assert!(!field("requestParameters.groupId", Matcher::Prefix { values: vec!["SG-".into()], case_sensitive: true }).matches(&e));
+        assert!(field("requestParameters.groupId", Matcher::Suffix { values: vec!["-1".into()], case_sensitive: false }).matches(&e));
+        assert!(field("eventName", Matcher::contains(&["securitygroup".into()], false).unwrap()).matches(&e));
+        assert!(field("eventName", Matcher::regex("^authorize.*ingress$", false).unwrap()).matches(&e));
+        assert!(field("requestParameters.groupId", Matcher::Exists(true)).matches(&e));
+        assert!(field("requestParameters.nope", Matcher::Exists(false)).matches(&e));
+        assert!(!field("requestParameters.nope", Matcher::Exists(true)).matches(&e));
+        // A CIDR value is inside a network that contains the whole range.
+        assert!(field("requestParameters.ipPermissions.items.ipRanges.items.cidrIp", Matcher::cidr(&["0.0.0.0/0".into()]).unwrap()).matches(&e));
+        let all_private = Condition::Field {
+            source: FieldSource::parse("requestParameters.ipPermissions.items.ipRanges.items.cidrIp").unwrap(),
+            matcher: Matcher::cidr(&["10.0.0.0/8".into()]).unwrap(),
+            quantifier: Quantifier::All,
+        };
+        assert!(!all_private.matches(&e));
+        let any_private = Condition::Field {
+            source: FieldSource::parse("requestParameters.ipPermissions.items.ipRanges.items.cidrIp").unwrap(),
+            matcher: Matcher::cidr(&["10.0.0.0/8".into()]).unwrap(),
+            quantifier: Quantifier::Any,
+        };
+        assert!(any_private.matches(&e));
+        assert!(Condition::Not(Box::new(all_private)).matches(&e));
+        assert!(FieldSource::parse("event.nope").is_err());
+    }
+}

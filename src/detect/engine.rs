@@ -1,0 +1,296 @@
+//! The detector: one event in, findings out.
+//!
+//! For each event: the index yields the candidate rules; each whose outcome
+//! filter and conditions hold produces a finding, enriched from the matrix
+//! (responsibility side of the rule's domain for the event's service, owning
+//! team, data tier, severity adjusted by the tier). Then three matrix checks:
+//! - **out-of-band change**: a successful, non-read-only event matched a rule
+//!   on a customer-owned (or shared) control, the scope has approved change
+//!   paths, and neither the principal nor the user agent is one of them;
+//! - **unmapped service**: the matrix does not list the service (one finding
+//!   per cloud and service, ever: the first event's);
+//! - **compliance boundary**: the account is inside a boundary that does not
+//!   authorize the service (one finding per boundary and service).
+//!
+//! The detector is `Sync`: the dedup sets are sharded concurrent maps
+//! (dashmap), so several workers share one detector without a global lock.
+
+use std::sync::Arc;
+
+use dashmap::DashSet;
+
+use super::finding::{Evidence, Finding, FindingKind, FindingPrincipal, Severity, SourceRef, finding_id};
+use super::index::RuleIndex;
+use super::rule::{Rule, RuleOrigin};
+use crate::event::{AuditEvent, Cloud, Outcome};
+use crate::matrix::{Matrix, Side};
+
+/// Compiled rules and their index.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    index: RuleIndex,
+}
+
+impl RuleSet {
+    pub fn new(rules: Vec<Rule>) -> RuleSet {
+        let index = RuleIndex::build(&rules);
+        RuleSet { rules, index }
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn index(&self) -> &RuleIndex {
+        &self.index
+    }
+
+    /// Calls `f` with each rule that matches the event.
+    pub fn matching<'r>(&'r self, event: &AuditEvent<'_>, mut f: impl FnMut(&'r Rule)) {
+        self.index.candidates(event, |i| {
+            let rule = &self.rules[i as usize];
+            if rule.outcomes.contains(event.outcome) && rule.condition.matches(event) {
+                f(rule);
+            }
+        });
+    }
+}
+
+pub struct Detector {
+    rules: RuleSet,
+    matrix: Arc<Matrix>,
+    unmapped_seen: DashSet<(Cloud, String)>,
+    boundary_seen: DashSet<(String, String)>,
+}
+
+impl Detector {
+    pub fn new(rules: RuleSet, matrix: Arc<Matrix>) -> Detector {
+        Detector {
+            rules,
+            matrix,
+            unmapped_seen: DashSet::new(),
+            boundary_seen: DashSet::new(),
+        }
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    pub fn matrix(&self) -> &Matrix {
+        &self.matrix
+    }
+
+    /// Appends the event's findings to `out`.
+    pub fn detect(&self, event: &AuditEvent<'_>, source: SourceRef<'_>, out: &mut Vec<Finding>) {
+        let first = out.len();
+        self.rules.matching(event, |rule| {
+            out.push(self.rule_finding(rule, event, source));
+        });
+        let matched = first..out.len();
+        if let Some(oob) = self.out_of_band(event, source, &out[matched]) {
+            out.push(oob);
+        }
+        if let Some(unmapped) = self.unmapped(event, source) {
+            out.push(unmapped);
+        }
+        self.boundaries(event, source, out);
+    }
+
+    fn resources<'e>(event: &'e AuditEvent<'_>) -> Vec<&'e str> {
+        event.resources.iter().map(|r| &*r.id).collect()
+    }
+
+    fn base_finding(
+        &self,
+        event: &AuditEvent<'_>,
+        source: SourceRef<'_>,
+        kind: FindingKind,
+        rule_id: &str,
+        title: String,
+        severity: Severity,
+        id: String,
+    ) -> Finding {
+        let resources = Self::resources(event);
+        let account = event.account.as_deref();
+        let tier = self.matrix.data_tier(account, &resources);
+        Finding {
+            id,
+            kind,
+            rule_id: rule_id.to_owned(),
+            title,
+            severity: severity.for_tier(tier),
+            rule_severity: severity,
+            cloud: event.cloud,
+            account: account.map(str::to_owned),
+            region: event.region.as_deref().map(str::to_owned),
+            service: event.service.to_string(),
+            operation: event.operation.to_string(),
+            principal: FindingPrincipal::of(event),
+            resources: resources.iter().map(|r| (*r).to_owned()).collect(),
+            domain: None,
+            responsibility: None,
+            owner_team: self.matrix.owning_team(account, &resources).map(str::to_owned),
+            data_tier: tier,
+            event_time: event.time,
+            evidence: vec![Evidence {
+                event_id: event.event_id.to_string(),
+                source: source.to_string(),
+            }],
+            attack: Vec::new(),
+            compliance: Vec::new(),
+            remediation: None,
+            references: Vec::new(),
+            approved_paths: Vec::new(),
+            detail: None,
+            author: None,
+        }
+    }
+
+    fn rule_finding(&self, rule: &Rule, event: &AuditEvent<'_>, source: SourceRef<'_>) -> Finding {
+        let meta = &rule.meta;
+        let event_key = event.event_id.to_string();
+        let kind = match rule.origin {
+            RuleOrigin::Native => FindingKind::Rule,
+            RuleOrigin::Sigma => FindingKind::Sigma,
+        };
+        let mut finding = self.base_finding(
+            event,
+            source,
+            kind,
+            &meta.id,
+            meta.title.clone(),
+            meta.severity,
+            finding_id(&[&meta.id, &event_key]),
+        );
+        finding.domain = meta.domain;
+        finding.responsibility = meta
+            .domain
+            .and_then(|d| self.matrix.owner_side(event.cloud, &event.service, d));
+        finding.attack = meta.attack.clone();
+        finding.compliance = meta.compliance.clone();
+        finding.remediation = meta.remediation.clone();
+        finding.references = meta.references.clone();
+        finding.author = meta.author.clone();
+        if let Some(point) = self.matrix.connection_point(&Self::resources(event)) {
+            finding.detail = Some(format!(
+                "connection point `{}`, owned jointly by {}",
+                point.name,
+                point.teams.join(" and ")
+            ));
+        }
+        finding
+    }
+
+    fn out_of_band(&self, event: &AuditEvent<'_>, source: SourceRef<'_>, matched: &[Finding]) -> Option<Finding> {
+        if event.outcome != Outcome::Success || event.read_only == Some(true) {
+            return None;
+        }
+        let change = matched.iter().find(|f| {
+            matches!(f.responsibility, Some(Side::Customer | Side::Shared)) && f.kind != FindingKind::UnmappedService
+        })?;
+        let resources = Self::resources(event);
+        let paths = self.matrix.change_paths_for(event.account.as_deref(), &resources);
+        if paths.is_empty() {
+            return None;
+        }
+        let p = &event.principal;
+        let ids: Vec<&str> = [p.id.as_deref(), p.name.as_deref(), p.issuer.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        if paths.iter().any(|path| path.admits(&ids, event.user_agent.as_deref())) {
+            return None;
+        }
+        let event_key = event.event_id.to_string();
+        let mut finding = self.base_finding(
+            event,
+            source,
+            FindingKind::OutOfBandChange,
+            "seamwatch.out_of_band_change",
+            format!("Out-of-band change to a customer-owned control: {}", change.title),
+            change.rule_severity,
+            finding_id(&["seamwatch.out_of_band_change", &event_key]),
+        );
+        finding.domain = change.domain;
+        finding.responsibility = change.responsibility;
+        finding.approved_paths = paths
+            .iter()
+            .map(|path| format!("{}: {}", path.name, path.described.join(", ")))
+            .collect();
+        finding.detail = Some(format!(
+            "made by {} ({}) outside the approved change paths; triggered by rule {}",
+            p.id.as_deref().or(p.name.as_deref()).unwrap_or("an unknown principal"),
+            event.user_agent.as_deref().unwrap_or("no user agent"),
+            change.rule_id
+        ));
+        finding.remediation = Some(
+            "Confirm the change with its author, then bring it back under the IaC pipeline (or revert it); \
+             review who can change this control outside the pipeline."
+                .into(),
+        );
+        Some(finding)
+    }
+
+    fn unmapped(&self, event: &AuditEvent<'_>, source: SourceRef<'_>) -> Option<Finding> {
+        if self.matrix.service(event.cloud, &event.service).is_some() {
+            return None;
+        }
+        let key = (event.cloud, event.service.to_ascii_lowercase());
+        if self.unmapped_seen.contains(&key) || !self.unmapped_seen.insert(key) {
+            return None;
+        }
+        let mut finding = self.base_finding(
+            event,
+            source,
+            FindingKind::UnmappedService,
+            "seamwatch.unmapped_service",
+            format!("Service {} is not in the responsibility matrix", event.service),
+            Severity::Low,
+            finding_id(&["seamwatch.unmapped_service", event.cloud.as_str(), &event.service.to_ascii_lowercase()]),
+        );
+        finding.severity = Severity::Low;
+        finding.remediation = Some(format!(
+            "Add `{}` to the responsibility matrix with its service model and the owner of each control domain.",
+            event.service
+        ));
+        Some(finding)
+    }
+
+    fn boundaries(&self, event: &AuditEvent<'_>, source: SourceRef<'_>, out: &mut Vec<Finding>) {
+        let service = event.service.to_ascii_lowercase();
+        for boundary in self.matrix.boundaries_for(event.account.as_deref()) {
+            if boundary.authorized_services.iter().any(|s| *s == service) {
+                continue;
+            }
+            let key = (boundary.name.clone(), service.clone());
+            if self.boundary_seen.contains(&key) || !self.boundary_seen.insert(key) {
+                continue;
+            }
+            let mut finding = self.base_finding(
+                event,
+                source,
+                FindingKind::ComplianceBoundary,
+                "seamwatch.compliance_boundary",
+                format!("{} used inside the {} boundary, which does not authorize it", event.service, boundary.name),
+                Severity::Medium,
+                finding_id(&["seamwatch.compliance_boundary", &boundary.name, &service]),
+            );
+            finding.compliance = boundary.frameworks.clone();
+            finding.detail = Some(format!(
+                "frameworks in force: {}; using a service outside the authorization shifts its controls back to the customer",
+                boundary.frameworks.join(", ")
+            ));
+            out.push(finding);
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The rule index: rules compiled once into maps keyed by (cloud, service,
+//! operation), so the cost per event does not grow with the number of rules.
+//!
+//! A rule lands in exactly one bucket, by what it fixes:
+//! - service and operation: `by_operation["cloud|service|operation"]`;
+//! - operation only (Sigma rules often give `eventName` alone):
+//!   `by_cloud_operation["cloud|operation"]`;
+//! - service only: `by_service["cloud|service"]`;
+//! - neither: the short per-cloud fallback list.
+//!
+//! Keys are lower-cased: Azure writes operation names in any case. Lookup keys
+//! are built in a stack buffer, so a lookup allocates nothing.
+
+use std::collections::HashMap;
+
+use super::rule::Rule;
+use crate::event::{AuditEvent, Cloud};
+
+const KEY_BUFFER: usize = 256;
+
+#[derive(Debug, Default)]
+pub struct RuleIndex {
+    by_operation: HashMap<Box<str>, Vec<u32>>,
+    by_cloud_operation: HashMap<Box<str>, Vec<u32>>,
+    by_service: HashMap<Box<str>, Vec<u32>>,
+    fallback: [Vec<u32>; 3],
+}
+
+fn cloud_slot(cloud: Cloud) -> usize {
+    match cloud {
+        Cloud::Aws => 0,
+        Cloud::Azure => 1,
+        Cloud::Gcp => 2,
+    }
+}
+
+fn owned_key(parts: &[&str]) -> Box<str> {
+    parts.join("|").to_ascii_lowercase().into_boxed_str()
+}
+
+/// Writes the lower-cased `a|b(|c)` key into `buf`; `None` if it does not fit.
+fn stack_key<'b>(buf: &'b mut [u8; KEY_BUFFER], parts: &[&str]) -> Option<&'b str> {
+    let mut len = 0;
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            *buf.get_mut(len)? = b'|';
+            len += 1;
+        }
+        let bytes = part.as_bytes();
+        let dest = buf.get_mut(len..len + bytes.len())?;
+        dest.copy_from_slice(bytes);
+        dest.make_ascii_lowercase();
+        len += bytes.len();
+    }
+    // Lower-casing ASCII bytes keeps UTF-8 valid.
+    std::str::from_utf8(&buf[..len]).ok()
+}
+
+fn lookup<'m>(map: &'m HashMap<Box<str>, Vec<u32>>, parts: &[&str]) -> &'m [u32] {
+    let mut buf = [0u8; KEY_BUFFER];
+    let found = match stack_key(&mut buf, parts) {
+        Some(key) => map.get(key),
+        None => map.get(&*owned_key(parts)),
+    };
+    found.map(Vec::as_slice).unwrap_or(&[])
+}
+
+impl RuleIndex {
+    pub fn build(rules: &[Rule]) -> RuleIndex {
+        let mut index = RuleIndex::default();
+        for (i, rule) in rules.iter().enumerate() {
+            let i = i as u32;
+            let cloud = rule.cloud.as_str();
+            match (rule.services.is_empty(), rule.operations.is_empty()) {
+                (false, false) => {
+                    for service in &rule.services {
+                        for operation in &rule.operations {
+                            index
+                                .by_operation
+                                .entry(owned_key(&[cloud, service, operation]))
+                                .or_default()
+                                .push(i);
+                        }
+                    }
+                }
+                (true, false) => {
+                    for operation in &rule.operations {
+                        index
+                            .by_cloud_operation
+                            .entry(owned_key(&[cloud, operation]))
+                            .or_default()
+                            .push(i);
+                    }
+                }
+                (false, true) => {
+                    for service in &rule.services {
+                        index.by_service.entry(owned_key(&[cloud, service])).or_default().push(i);
+                    }
+                }
+                (true, true) => index.fallback[cloud_slot(rule.cloud)].push(i),
+            }
+        }
+        index
+    }
+
+    /// Calls `f` with the index of every rule that could match the event; each
+    /// rule at most once (a rule lives in one bucket and a bucket lists it once
+    /// per key).
+    pub fn candidates(&self, event: &AuditEvent<'_>, mut f: impl FnMut(u32)) {
+        let cloud = event.cloud.as_str();
+        let (service, operation) = (&*event.service, &*event.operation);
+        for &i in lookup(&self.by_operation, &[cloud, service, operation]) {
+            f(i);
+        }
+        for &i in lookup(&self.by_cloud_operation, &[cloud, operation]) {
+            f(i);
+        }
+        for &i in lookup(&self.by_service, &[cloud, service]) {
+            f(i);
+        }
+        for &i in &self.fallback[cloud_slot(event.cloud)] {
+            f(i);
+        }
+    }
+
+    /// Number of rules in the fallback lists (checked at every event).
+    pub fn fallback_len(&self) -> usize {
+        self.fallback.iter().map(Vec::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_keys_are_lower_cased_and_bounded() {
+        let mut buf = [0u8; KEY_BUFFER];
+        assert_eq!(stack_key(&mut buf, &["azure", "Microsoft.Storage", "MICROSOFT.STORAGE/X"]), Some("azure|microsoft.storage|microsoft.storage/x"));
+        let long = "x".repeat(300);
+        assert_eq!(stack_key(&mut buf, &["aws", &long]), None);
+    }
+}

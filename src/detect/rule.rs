@@ -1,0 +1,410 @@
+//! seamwatch's rule format (YAML; documented in `config/rules/README.md`):
+//! raw serde shapes, and their compilation into [`Rule`]s.
+//!
+//! ```yaml
+//! rules:
+//!   - id: aws.logging.cloudtrail_stopped
+//!     title: CloudTrail logging stopped
+//!     severity: high
+//!     cloud: aws
+//!     domain: logging
+//!     match:
+//!       service: cloudtrail.amazonaws.com
+//!       operation: [StopLogging, DeleteTrail]
+//!       where:
+//!         - field: requestParameters.name
+//!           exists: true
+//!     attack: [T1562.008]
+//!     compliance: [CIS AWS 3.1]
+//!     remediation: Start logging again and find out who stopped it.
+//!     tests:
+//!       - expect: match
+//!         event: { eventSource: cloudtrail.amazonaws.com, eventName: StopLogging, ... }
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::condition::{CmpOp, Condition, FieldSource, Matcher, Quantifier, scalar_text};
+use super::finding::Severity;
+use crate::event::{Cloud, Outcome};
+use crate::matrix::Domain;
+
+/// Why rules could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// A value or a list of values.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    pub fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    pub rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub id: String,
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    pub severity: Severity,
+    pub cloud: Cloud,
+    pub domain: Domain,
+    #[serde(rename = "match")]
+    pub matcher: RawMatch,
+    #[serde(default)]
+    pub attack: Vec<String>,
+    #[serde(default)]
+    pub compliance: Vec<String>,
+    #[serde(default)]
+    pub remediation: Option<String>,
+    #[serde(default)]
+    pub references: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub tests: Vec<RawTest>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    #[serde(default)]
+    pub service: Option<OneOrMany<String>>,
+    #[serde(default)]
+    pub operation: Option<OneOrMany<String>>,
+    /// Default: `success`. `any` matches every outcome.
+    #[serde(default)]
+    pub outcome: Option<OneOrMany<String>>,
+    #[serde(default, rename = "where")]
+    pub conditions: Vec<RawCondition>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCondition {
+    pub field: Option<String>,
+    pub any_of: Option<Vec<RawCondition>>,
+    pub all_of: Option<Vec<RawCondition>>,
+    #[serde(alias = "one_of")]
+    pub equals: Option<OneOrMany<yaml_serde::Value>>,
+    pub contains: Option<OneOrMany<String>>,
+    pub prefix: Option<OneOrMany<String>>,
+    pub suffix: Option<OneOrMany<String>>,
+    pub regex: Option<String>,
+    pub cidr: Option<OneOrMany<String>>,
+    pub exists: Option<bool>,
+    pub gt: Option<f64>,
+    pub gte: Option<f64>,
+    pub lt: Option<f64>,
+    pub lte: Option<f64>,
+    /// Every value of the field must match (default: any value).
+    #[serde(default)]
+    pub all: bool,
+    #[serde(default)]
+    pub negate: bool,
+    #[serde(default)]
+    pub case_sensitive: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTest {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub expect: Expect,
+    /// The native record, as YAML (or inline JSON, which is YAML too).
+    pub event: yaml_serde::Value,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expect {
+    Match,
+    NoMatch,
+}
+
+/// Outcomes a rule accepts, as a bit set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutcomeSet(u8);
+
+impl OutcomeSet {
+    pub const ANY: OutcomeSet = OutcomeSet(0b1111);
+    pub const SUCCESS: OutcomeSet = OutcomeSet(1);
+
+    fn bit(outcome: Outcome) -> u8 {
+        match outcome {
+            Outcome::Success => 1,
+            Outcome::Denied => 2,
+            Outcome::Failed => 4,
+            Outcome::Pending => 8,
+        }
+    }
+
+    pub fn contains(self, outcome: Outcome) -> bool {
+        self.0 & Self::bit(outcome) != 0
+    }
+
+    fn parse(names: Vec<String>) -> Result<OutcomeSet, String> {
+        let mut bits = 0;
+        for name in names {
+            bits |= match name.as_str() {
+                "any" => Self::ANY.0,
+                "success" => 1,
+                "denied" => 2,
+                "failed" => 4,
+                "pending" => 8,
+                other => return Err(format!("unknown outcome `{other}` (any, success, denied, failed, pending)")),
+            };
+        }
+        Ok(OutcomeSet(bits))
+    }
+}
+
+/// Where a rule came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleOrigin {
+    Native,
+    Sigma,
+}
+
+/// A rule's descriptive metadata, copied into its findings.
+#[derive(Clone, Debug)]
+pub struct RuleMeta {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub severity: Severity,
+    pub domain: Option<Domain>,
+    pub attack: Vec<String>,
+    pub compliance: Vec<String>,
+    pub remediation: Option<String>,
+    pub references: Vec<String>,
+    pub tags: Vec<String>,
+    pub author: Option<String>,
+    pub file: PathBuf,
+}
+
+/// An embedded rule test: a native record and the expected verdict.
+#[derive(Clone, Debug)]
+pub struct RuleTest {
+    pub name: String,
+    pub expect: Expect,
+    /// The record as JSON text.
+    pub event_json: String,
+}
+
+/// A compiled rule.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub meta: RuleMeta,
+    pub origin: RuleOrigin,
+    pub cloud: Cloud,
+    /// Lower-cased; empty means any service.
+    pub services: Vec<String>,
+    /// Lower-cased; empty means any operation.
+    pub operations: Vec<String>,
+    pub outcomes: OutcomeSet,
+    pub condition: Condition,
+    pub tests: Vec<RuleTest>,
+}
+
+impl Rule {
+    pub fn id(&self) -> &str {
+        &self.meta.id
+    }
+}
+
+/// Parses one YAML file of native rules.
+pub fn parse_rule_file(text: &str, path: &Path) -> Result<Vec<Rule>, RuleError> {
+    let invalid = |message: String| RuleError::Invalid {
+        path: path.to_owned(),
+        message,
+    };
+    let file: RuleFile = yaml_serde::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    file.rules
+        .into_iter()
+        .map(|raw| {
+            let id = raw.id.clone();
+            compile_rule(raw, path).map_err(|e| invalid(format!("rule `{id}`: {e}")))
+        })
+        .collect()
+}
+
+fn compile_rule(raw: RawRule, path: &Path) -> Result<Rule, String> {
+    if raw.id.trim().is_empty() || raw.id.contains(char::is_whitespace) {
+        return Err("the id must be non-empty and without spaces".into());
+    }
+    let services: Vec<String> = raw
+        .matcher
+        .service
+        .map(OneOrMany::into_vec)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    let operations: Vec<String> = raw
+        .matcher
+        .operation
+        .map(OneOrMany::into_vec)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    let outcomes = match raw.matcher.outcome {
+        Some(names) => OutcomeSet::parse(names.into_vec())?,
+        None => OutcomeSet::SUCCESS,
+    };
+    let conditions = raw
+        .matcher
+        .conditions
+        .into_iter()
+        .map(compile_condition)
+        .collect::<Result<Vec<_>, _>>()?;
+    if services.is_empty() && operations.is_empty() && conditions.is_empty() {
+        return Err("match needs a service, an operation or a condition".into());
+    }
+    let tests = raw
+        .tests
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let event_json = serde_json::to_string(&t.event).map_err(|e| format!("test {}: {e}", i + 1))?;
+            Ok(RuleTest {
+                name: t.name.unwrap_or_else(|| format!("test {}", i + 1)),
+                expect: t.expect,
+                event_json,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Rule {
+        meta: RuleMeta {
+            id: raw.id,
+            title: raw.title,
+            description: raw.description,
+            severity: raw.severity,
+            domain: Some(raw.domain),
+            attack: raw.attack,
+            compliance: raw.compliance,
+            remediation: raw.remediation,
+            references: raw.references,
+            tags: raw.tags,
+            author: None,
+            file: path.to_owned(),
+        },
+        origin: RuleOrigin::Native,
+        cloud: raw.cloud,
+        services,
+        operations,
+        outcomes,
+        condition: Condition::AllOf(conditions),
+        tests,
+    })
+}
+
+fn strings(values: OneOrMany<String>) -> Vec<String> {
+    values.into_vec()
+}
+
+fn boxed(values: Vec<String>) -> Vec<Box<str>> {
+    values.into_iter().map(String::into_boxed_str).collect()
+}
+
+pub fn compile_condition(raw: RawCondition) -> Result<Condition, String> {
+    let negate = raw.negate;
+    let condition = if let Some(any) = raw.any_of {
+        Condition::AnyOf(any.into_iter().map(compile_condition).collect::<Result<_, _>>()?)
+    } else if let Some(all) = raw.all_of {
+        Condition::AllOf(all.into_iter().map(compile_condition).collect::<Result<_, _>>()?)
+    } else {
+        let Some(field) = raw.field else {
+            return Err("a condition needs `field` (or `any_of` / `all_of`)".into());
+        };
+        let source = FieldSource::parse(&field)?;
+        let cs = raw.case_sensitive;
+        let mut matchers = Vec::new();
+        if let Some(values) = raw.equals {
+            let values = values
+                .into_vec()
+                .iter()
+                .map(|v| scalar_text(v).map(|s| s.into_owned()).ok_or_else(|| format!("`{field}`: equals takes strings, numbers or booleans")))
+                .collect::<Result<Vec<_>, _>>()?;
+            matchers.push(Matcher::Equals {
+                values: boxed(values),
+                case_sensitive: cs,
+            });
+        }
+        if let Some(values) = raw.contains {
+            matchers.push(Matcher::contains(&strings(values), cs)?);
+        }
+        if let Some(values) = raw.prefix {
+            matchers.push(Matcher::Prefix {
+                values: boxed(strings(values)),
+                case_sensitive: cs,
+            });
+        }
+        if let Some(values) = raw.suffix {
+            matchers.push(Matcher::Suffix {
+                values: boxed(strings(values)),
+                case_sensitive: cs,
+            });
+        }
+        if let Some(pattern) = raw.regex {
+            matchers.push(Matcher::regex(&pattern, cs)?);
+        }
+        if let Some(networks) = raw.cidr {
+            matchers.push(Matcher::cidr(&strings(networks))?);
+        }
+        if let Some(exists) = raw.exists {
+            matchers.push(Matcher::Exists(exists));
+        }
+        for (op, bound) in [(CmpOp::Gt, raw.gt), (CmpOp::Gte, raw.gte), (CmpOp::Lt, raw.lt), (CmpOp::Lte, raw.lte)] {
+            if let Some(bound) = bound {
+                matchers.push(Matcher::Compare(op, bound));
+            }
+        }
+        let quantifier = if raw.all { Quantifier::All } else { Quantifier::Any };
+        let mut conditions: Vec<Condition> = matchers
+            .into_iter()
+            .map(|matcher| Condition::Field {
+                source: source.clone(),
+                matcher,
+                quantifier,
+            })
+            .collect();
+        match conditions.len() {
+            0 => return Err(format!("condition on `{field}` has no operator (equals, contains, prefix, suffix, regex, cidr, exists, gt, gte, lt, lte)")),
+            1 => conditions.remove(0),
+            // Several operators on one field all apply (e.g. gte and lte).
+            _ => Condition::AllOf(conditions),
+        }
+    };
+    Ok(if negate { Condition::Not(Box::new(condition)) } else { condition })
+}

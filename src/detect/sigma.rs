@@ -1,0 +1,512 @@
+//! SigmaHQ rules, compiled into seamwatch [`Rule`]s.
+//!
+//! Rules are parsed with `rsigma-parser` (no hand-written grammar), then
+//! compiled: each named detection becomes a [`Condition`], the condition
+//! expression combines them, and Sigma's field names are mapped to native
+//! fields or to normalized event fields per log source:
+//!
+//! | logsource | cloud | field names |
+//! |---|---|---|
+//! | `aws` / `cloudtrail` | aws | native CloudTrail names, as they are |
+//! | `azure` / `activitylogs` | azure | native names; Log Analytics columns (`OperationNameValue`, `CategoryValue`, `ResourceProviderValue`, `ResourceId`, …) mapped |
+//! | `azure` / `auditlogs` | azure | Entra ID audit records, as the same diagnostic-setting export delivers them (`properties.*`, `Category`, `OperationName`, `TargetResources.*`, …) |
+//! | `gcp` / `gcp.audit` | gcp | ECS-style `gcp.audit.*` names and `data.protoPayload.*` mapped to `protoPayload.*` |
+//!
+//! Matching follows Sigma: strings compare case-insensitively, `*` and `?` are
+//! wildcards, a list means any value, `|all` means every value, `null` means
+//! absent, `|re` is a case-sensitive regular expression. Rules that use what
+//! seamwatch cannot evaluate (`fieldref`, `base64`, `N of`, unknown log
+//! sources) are rejected with the reason, never half-loaded.
+//!
+//! Indexing: when a selection the condition requires fixes `eventName`
+//! (`operationName`, `methodName`) or `eventSource` to plain values, the rule is
+//! indexed by them; otherwise it sits in its cloud's fallback list.
+
+use std::path::Path;
+
+use rsigma_parser::{
+    ConditionExpr, Detection, DetectionItem, Level, Modifier, Quantifier as SigmaQuantifier, SigmaRule, SigmaValue,
+};
+use rsigma_parser::value::{SpecialChar, StringPart};
+
+use super::condition::{CmpOp, Condition, EventField, FieldSource, Matcher, Quantifier};
+use super::finding::Severity;
+use super::rule::{OutcomeSet, Rule, RuleMeta, RuleOrigin};
+use crate::event::Cloud;
+use crate::event::field::FieldPath;
+use crate::matrix::Domain;
+
+/// One file's outcome: compiled rules, and rejected ones with the reason.
+#[derive(Debug, Default)]
+pub struct SigmaLoad {
+    pub rules: Vec<Rule>,
+    pub rejected: Vec<(String, String)>,
+}
+
+/// Parses and compiles one Sigma YAML file (it may hold several documents).
+pub fn load_sigma_text(text: &str, path: &Path) -> SigmaLoad {
+    let mut load = SigmaLoad::default();
+    let collection = match rsigma_parser::parse_sigma_yaml(text) {
+        Ok(collection) => collection,
+        Err(e) => {
+            load.rejected.push((path.display().to_string(), format!("not a Sigma rule: {e}")));
+            return load;
+        }
+    };
+    for error in &collection.errors {
+        load.rejected.push((path.display().to_string(), error.clone()));
+    }
+    for rule in &collection.rules {
+        let name = rule.id.clone().unwrap_or_else(|| rule.title.clone());
+        match compile(rule, path) {
+            Ok(compiled) => load.rules.push(compiled),
+            Err(reason) => load.rejected.push((name, reason)),
+        }
+    }
+    for correlation in &collection.correlations {
+        let name = correlation.id.clone().unwrap_or_else(|| correlation.title.clone());
+        load.rejected
+            .push((name, "Sigma correlation rules are not supported yet".into()));
+    }
+    load
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    CloudTrail,
+    ActivityLogs,
+    EntraAuditLogs,
+    GcpAudit,
+}
+
+impl Source {
+    fn of(rule: &SigmaRule) -> Result<Source, String> {
+        let product = rule.logsource.product.as_deref().unwrap_or("").to_ascii_lowercase();
+        let service = rule.logsource.service.as_deref().unwrap_or("").to_ascii_lowercase();
+        match (product.as_str(), service.as_str()) {
+            ("aws", "cloudtrail") => Ok(Source::CloudTrail),
+            ("azure", "activitylogs") => Ok(Source::ActivityLogs),
+            ("azure", "auditlogs") => Ok(Source::EntraAuditLogs),
+            ("gcp", "gcp.audit") => Ok(Source::GcpAudit),
+            _ => Err(format!("unsupported logsource product `{product}` service `{service}`")),
+        }
+    }
+
+    fn cloud(self) -> Cloud {
+        match self {
+            Source::CloudTrail => Cloud::Aws,
+            Source::ActivityLogs | Source::EntraAuditLogs => Cloud::Azure,
+            Source::GcpAudit => Cloud::Gcp,
+        }
+    }
+
+    /// Sigma field name → where seamwatch reads it.
+    fn map_field(self, name: &str) -> Result<FieldSource, String> {
+        let event = |f| Ok(FieldSource::Event(f));
+        let native = |path: &str| FieldPath::parse(path).map(FieldSource::Native).map_err(|e| e.to_string());
+        match self {
+            Source::CloudTrail => native(name),
+            Source::ActivityLogs | Source::EntraAuditLogs => match name {
+                "operationName" | "OperationName" | "OperationNameValue" | "ActivityDisplayName" => {
+                    event(EventField::Operation)
+                }
+                "ResourceProviderValue" | "resourceProviderName" => event(EventField::Service),
+                "ResourceId" | "resourceId" => event(EventField::Resources),
+                "CategoryValue" | "Category" => native("category"),
+                "ActivityStatusValue" | "Result" | "resultType" => native("resultType"),
+                "ActivitySubstatusValue" => native("resultSignature"),
+                "Caller" | "caller" => event(EventField::PrincipalName),
+                "CallerIpAddress" => event(EventField::SourceIp),
+                "LoggedByService" => native("properties.loggedByService"),
+                "ResultReason" => native("properties.resultReason"),
+                "AADOperationType" => native("properties.operationType"),
+                other if other.starts_with("TargetResources.") => {
+                    native(&format!("properties.targetResources.{}", lower_first_segments(&other["TargetResources.".len()..])))
+                }
+                other if other.starts_with("InitiatedBy.") => {
+                    native(&format!("properties.initiatedBy.{}", lower_first_segments(&other["InitiatedBy.".len()..])))
+                }
+                "TargetResources" => native("properties.targetResources"),
+                "InitiatedBy" => native("properties.initiatedBy"),
+                other => native(other),
+            },
+            Source::GcpAudit => match name {
+                "gcp.audit.method_name" | "methodName" => event(EventField::Operation),
+                "gcp.audit.service_name" | "serviceName" => event(EventField::Service),
+                "gcp.audit.resource_name" => native("protoPayload.resourceName"),
+                "gcp.audit.principal_email" | "gcp.audit.authentication_info.principal_email" => {
+                    event(EventField::PrincipalName)
+                }
+                other if other.starts_with("data.protoPayload.") => native(&other["data.".len()..]),
+                other if other.starts_with("data.") => native(&other["data.".len()..]),
+                other => native(other),
+            },
+        }
+    }
+
+    /// The Sigma field names that fix the operation and the service.
+    fn is_operation_field(self, name: &str) -> bool {
+        match self {
+            Source::CloudTrail => name == "eventName",
+            Source::ActivityLogs => matches!(name, "operationName" | "OperationNameValue"),
+            Source::EntraAuditLogs => false,
+            Source::GcpAudit => matches!(name, "gcp.audit.method_name" | "methodName" | "data.protoPayload.methodName"),
+        }
+    }
+
+    fn is_service_field(self, name: &str) -> bool {
+        match self {
+            Source::CloudTrail => name == "eventSource",
+            Source::GcpAudit => matches!(name, "gcp.audit.service_name" | "data.protoPayload.serviceName"),
+            _ => false,
+        }
+    }
+}
+
+/// `ModifiedProperties.NewValue` → `modifiedProperties.newValue`: Entra's export
+/// writes camelCase where Sigma (after Log Analytics) writes PascalCase.
+fn lower_first_segments(path: &str) -> String {
+    path.split('.')
+        .map(|seg| {
+            let mut chars = seg.chars();
+            match chars.next() {
+                Some(first) => first.to_ascii_lowercase().to_string() + chars.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn severity(level: Option<Level>) -> Severity {
+    match level {
+        Some(Level::Informational) => Severity::Info,
+        Some(Level::Low) => Severity::Low,
+        Some(Level::Medium) | None => Severity::Medium,
+        Some(Level::High) => Severity::High,
+        Some(Level::Critical) => Severity::Critical,
+    }
+}
+
+/// MITRE ids from Sigma tags (`attack.t1562.008` → `T1562.008`).
+fn attack_ids(tags: &[String]) -> Vec<String> {
+    tags.iter()
+        .filter_map(|t| t.strip_prefix("attack.t"))
+        .map(|t| format!("T{}", t.to_ascii_uppercase()))
+        .collect()
+}
+
+/// The control domain Sigma's ATT&CK tactics suggest.
+fn domain(tags: &[String]) -> Option<Domain> {
+    let has = |t: &str| tags.iter().any(|tag| tag == t);
+    if has("attack.defense-evasion") || has("attack.defense_evasion") {
+        Some(Domain::Logging)
+    } else if has("attack.persistence") || has("attack.privilege-escalation") || has("attack.credential-access") {
+        Some(Domain::Identity)
+    } else if has("attack.exfiltration") || has("attack.collection") || has("attack.impact") {
+        Some(Domain::Data)
+    } else if has("attack.execution") || has("attack.lateral-movement") {
+        Some(Domain::Compute)
+    } else if has("attack.initial-access") {
+        Some(Domain::Identity)
+    } else {
+        None
+    }
+}
+
+fn compile(rule: &SigmaRule, path: &Path) -> Result<Rule, String> {
+    let source = Source::of(rule)?;
+    let detections = &rule.detection;
+    if detections.conditions.is_empty() {
+        return Err("no condition".into());
+    }
+    if detections.timeframe.is_some() {
+        return Err("timeframe conditions belong to correlation, not yet supported".into());
+    }
+    let mut compiled = Vec::new();
+    for expr in &detections.conditions {
+        compiled.push(compile_expr(expr, rule, source)?);
+    }
+    let condition = if compiled.len() == 1 {
+        compiled.remove(0)
+    } else {
+        Condition::AnyOf(compiled)
+    };
+    let (services, operations) = index_keys(rule, source);
+    let id = rule.id.clone().unwrap_or_else(|| format!("sigma:{}", rule.title));
+    Ok(Rule {
+        meta: RuleMeta {
+            id: format!("sigma.{id}"),
+            title: rule.title.clone(),
+            description: rule.description.clone().unwrap_or_default(),
+            severity: severity(rule.level),
+            domain: domain(&rule.tags),
+            attack: attack_ids(&rule.tags),
+            compliance: Vec::new(),
+            remediation: None,
+            references: rule.references.clone(),
+            tags: rule.tags.clone(),
+            author: rule.author.clone(),
+            file: path.to_owned(),
+        },
+        origin: RuleOrigin::Sigma,
+        cloud: source.cloud(),
+        services,
+        operations,
+        // Sigma matches whatever the log says; outcomes are fields like any other.
+        outcomes: OutcomeSet::ANY,
+        condition,
+        tests: Vec::new(),
+    })
+}
+
+fn compile_expr(expr: &ConditionExpr, rule: &SigmaRule, source: Source) -> Result<Condition, String> {
+    Ok(match expr {
+        ConditionExpr::And(parts) => Condition::AllOf(
+            parts.iter().map(|p| compile_expr(p, rule, source)).collect::<Result<_, _>>()?,
+        ),
+        ConditionExpr::Or(parts) => Condition::AnyOf(
+            parts.iter().map(|p| compile_expr(p, rule, source)).collect::<Result<_, _>>()?,
+        ),
+        ConditionExpr::Not(inner) => Condition::Not(Box::new(compile_expr(inner, rule, source)?)),
+        ConditionExpr::Identifier(name) => {
+            let detection = rule
+                .detection
+                .named
+                .get(name)
+                .ok_or_else(|| format!("condition names `{name}`, which is not defined"))?;
+            compile_detection(detection, source)?
+        }
+        ConditionExpr::Selector { quantifier, pattern } => {
+            let mut names: Vec<&String> = rule
+                .detection
+                .named
+                .keys()
+                .filter(|n| pattern.matches_detection_name(n))
+                .collect();
+            names.sort();
+            if names.is_empty() {
+                return Err(format!("selector `{pattern}` matches no detection"));
+            }
+            let parts = names
+                .into_iter()
+                .map(|n| compile_detection(&rule.detection.named[n], source))
+                .collect::<Result<Vec<_>, _>>()?;
+            match quantifier {
+                SigmaQuantifier::Any => Condition::AnyOf(parts),
+                SigmaQuantifier::All => Condition::AllOf(parts),
+                SigmaQuantifier::Count(n) => return Err(format!("`{n} of` selectors are not supported")),
+            }
+        }
+    })
+}
+
+fn compile_detection(detection: &Detection, source: Source) -> Result<Condition, String> {
+    match detection {
+        Detection::AllOf(items) => Ok(Condition::AllOf(
+            items.iter().map(|item| compile_item(item, source)).collect::<Result<_, _>>()?,
+        )),
+        Detection::AnyOf(subs) => Ok(Condition::AnyOf(
+            subs.iter().map(|d| compile_detection(d, source)).collect::<Result<_, _>>()?,
+        )),
+        Detection::Keywords(values) => {
+            let parts = values
+                .iter()
+                .map(|v| value_matcher(v, &[], true).map(|matcher| (matcher, FieldSource::RawText)))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Condition::AnyOf(
+                parts
+                    .into_iter()
+                    .map(|(matcher, source)| Condition::Field {
+                        source,
+                        matcher,
+                        quantifier: Quantifier::Any,
+                    })
+                    .collect(),
+            ))
+        }
+        other => Err(format!("detection construct not supported: {other:?}").chars().take(120).collect()),
+    }
+}
+
+fn compile_item(item: &DetectionItem, source: Source) -> Result<Condition, String> {
+    let Some(name) = item.field.name.as_deref() else {
+        return compile_detection(&Detection::Keywords(item.values.clone()), source);
+    };
+    let field = source.map_field(name)?;
+    let modifiers = &item.field.modifiers;
+    for m in modifiers {
+        match m {
+            Modifier::Contains
+            | Modifier::StartsWith
+            | Modifier::EndsWith
+            | Modifier::All
+            | Modifier::Re
+            | Modifier::Cidr
+            | Modifier::Cased
+            | Modifier::Exists
+            | Modifier::Gt
+            | Modifier::Gte
+            | Modifier::Lt
+            | Modifier::Lte
+            | Modifier::Neq => {}
+            other => return Err(format!("modifier `{other:?}` on `{name}` is not supported")),
+        }
+    }
+    let all = modifiers.contains(&Modifier::All);
+    let neq = modifiers.contains(&Modifier::Neq);
+    let mut conditions = Vec::new();
+    for value in &item.values {
+        let matcher = if matches!(value, SigmaValue::Null) {
+            Matcher::Exists(false)
+        } else {
+            value_matcher(value, modifiers, false)?
+        };
+        conditions.push(Condition::Field {
+            source: field.clone(),
+            matcher,
+            quantifier: Quantifier::Any,
+        });
+    }
+    let combined = match (conditions.len(), all) {
+        (0, _) => Condition::Field {
+            source: field,
+            matcher: Matcher::Exists(false),
+            quantifier: Quantifier::Any,
+        },
+        (1, _) => conditions.remove(0),
+        (_, true) => Condition::AllOf(conditions),
+        (_, false) => Condition::AnyOf(conditions),
+    };
+    Ok(if neq { Condition::Not(Box::new(combined)) } else { combined })
+}
+
+/// A Sigma string with wildcards, as a matcher.
+fn string_matcher(parts: &[StringPart], mode: Option<&Modifier>, cased: bool, keyword: bool) -> Result<Matcher, String> {
+    let plain: Option<String> = parts.iter().try_fold(String::new(), |mut acc, p| match p {
+        StringPart::Plain(s) => {
+            acc.push_str(s);
+            Some(acc)
+        }
+        StringPart::Special(_) => None,
+    });
+    if let Some(text) = plain {
+        let values = vec![text.clone().into_boxed_str()];
+        return Ok(match (mode, keyword) {
+            (_, true) | (Some(Modifier::Contains), _) => Matcher::contains(&[text], cased)?,
+            (Some(Modifier::StartsWith), _) => Matcher::Prefix { values, case_sensitive: cased },
+            (Some(Modifier::EndsWith), _) => Matcher::Suffix { values, case_sensitive: cased },
+            _ => Matcher::Equals { values, case_sensitive: cased },
+        });
+    }
+    // Wildcards: an anchored regular expression.
+    let mut pattern = String::new();
+    if !cased {
+        pattern.push_str("(?i)");
+    }
+    let anchored_start = !(keyword || matches!(mode, Some(Modifier::Contains) | Some(Modifier::EndsWith)));
+    let anchored_end = !(keyword || matches!(mode, Some(Modifier::Contains) | Some(Modifier::StartsWith)));
+    pattern.push_str(if anchored_start { "^" } else { "" });
+    for part in parts {
+        match part {
+            StringPart::Plain(s) => pattern.push_str(&regex::escape(s)),
+            StringPart::Special(SpecialChar::WildcardMulti) => pattern.push_str("(?s:.*)"),
+            StringPart::Special(SpecialChar::WildcardSingle) => pattern.push_str("(?s:.)"),
+        }
+    }
+    if anchored_end {
+        pattern.push('$');
+    }
+    Matcher::regex(&pattern, true)
+}
+
+fn value_matcher(value: &SigmaValue, modifiers: &[Modifier], keyword: bool) -> Result<Matcher, String> {
+    let cased = modifiers.contains(&Modifier::Cased);
+    let compare = modifiers.iter().find_map(|m| match m {
+        Modifier::Gt => Some(CmpOp::Gt),
+        Modifier::Gte => Some(CmpOp::Gte),
+        Modifier::Lt => Some(CmpOp::Lt),
+        Modifier::Lte => Some(CmpOp::Lte),
+        _ => None,
+    });
+    if modifiers.contains(&Modifier::Exists) {
+        return match value {
+            SigmaValue::Bool(b) => Ok(Matcher::Exists(*b)),
+            _ => Err("`exists` takes true or false".into()),
+        };
+    }
+    if let Some(op) = compare {
+        return match value {
+            SigmaValue::Integer(i) => Ok(Matcher::Compare(op, *i as f64)),
+            SigmaValue::Float(f) => Ok(Matcher::Compare(op, *f)),
+            _ => Err("numeric comparison needs a number".into()),
+        };
+    }
+    let text = match value {
+        SigmaValue::String(s) if modifiers.contains(&Modifier::Re) => return Matcher::regex(&s.original, true),
+        SigmaValue::String(s) if modifiers.contains(&Modifier::Cidr) => return Matcher::cidr(&[s.original.clone()]),
+        SigmaValue::String(s) => {
+            let mode = modifiers
+                .iter()
+                .find(|m| matches!(m, Modifier::Contains | Modifier::StartsWith | Modifier::EndsWith));
+            return string_matcher(&s.parts, mode, cased, keyword);
+        }
+        SigmaValue::Integer(i) => i.to_string(),
+        SigmaValue::Float(f) => f.to_string(),
+        SigmaValue::Bool(b) => b.to_string(),
+        SigmaValue::Null => return Ok(Matcher::Exists(false)),
+    };
+    Ok(Matcher::Equals {
+        values: vec![text.into_boxed_str()],
+        case_sensitive: cased,
+    })
+}
+
+/// Operations and services fixed by a selection the condition requires.
+fn index_keys(rule: &SigmaRule, source: Source) -> (Vec<String>, Vec<String>) {
+    let mut services = Vec::new();
+    let mut operations = Vec::new();
+    let mut required = Vec::new();
+    if rule.detection.conditions.len() == 1 {
+        required_identifiers(&rule.detection.conditions[0], &mut required);
+    }
+    for name in required {
+        let Some(Detection::AllOf(items)) = rule.detection.named.get(&name) else {
+            continue;
+        };
+        for item in items {
+            let Some(field) = item.field.name.as_deref() else {
+                continue;
+            };
+            if !item.field.modifiers.is_empty() {
+                continue;
+            }
+            let plain: Option<Vec<String>> = item
+                .values
+                .iter()
+                .map(|v| match v {
+                    SigmaValue::String(s) if !s.contains_wildcards() => s.as_plain().map(|p| p.to_ascii_lowercase()),
+                    _ => None,
+                })
+                .collect();
+            let Some(values) = plain.filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            if source.is_operation_field(field) && operations.is_empty() {
+                operations = values;
+            } else if source.is_service_field(field) && services.is_empty() {
+                services = values;
+            }
+        }
+    }
+    (services, operations)
+}
+
+/// Identifiers that must hold for the condition to hold (positive, under ANDs).
+fn required_identifiers(expr: &ConditionExpr, out: &mut Vec<String>) {
+    match expr {
+        ConditionExpr::Identifier(name) => out.push(name.clone()),
+        ConditionExpr::And(parts) => parts.iter().for_each(|p| required_identifiers(p, out)),
+        _ => {}
+    }
+}
