@@ -19,6 +19,6 @@
 
 pub mod cli;
 pub mod config;
+pub mod detect;
 pub mod event;
 pub mod matrix;
-pub mod detect;

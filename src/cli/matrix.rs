@@ -37,7 +37,12 @@ pub fn run(command: MatrixCommand) -> anyhow::Result<ExitCode> {
     let services = matrix.services().count();
     let customer_owned: usize = matrix
         .services()
-        .map(|(_, s)| Domain::ALL.iter().filter(|d| s.owners.get(d) == Some(&Side::Customer)).count())
+        .map(|(_, s)| {
+            Domain::ALL
+                .iter()
+                .filter(|d| s.owners.get(d) == Some(&Side::Customer))
+                .count()
+        })
         .sum();
     println!(
         "{name}: valid. {services} services ({customer_owned} customer-owned service/domain pairs), {} data-tier rules, {} owner rules, {} change paths, {} identity links, {} compliance boundaries, {} connection points",

@@ -2,8 +2,10 @@
 //! mapping from errors to exit codes. Each subcommand lives in its own module
 //! and returns `anyhow::Result`; library modules below it use typed errors.
 
+mod input;
 mod matrix;
 mod parse;
+mod replay;
 mod rules;
 
 use std::io::IsTerminal;
@@ -44,6 +46,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Parse audit records and print one normalized event per line as JSON.
     Parse(parse::ParseArgs),
+    /// Run archived audit logs through the detector and print findings.
+    Replay(replay::ReplayArgs),
     /// Test and check detection rules.
     #[command(subcommand)]
     Rules(rules::RulesCommand),
@@ -67,6 +71,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Parse(args) => parse::run(args, &config),
+        Command::Replay(args) => replay::run(args, &config),
         Command::Rules(command) => rules::run(command),
         Command::Matrix(command) => matrix::run(command),
     };

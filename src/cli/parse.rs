@@ -4,14 +4,15 @@
 //! counts and errors per reason on stderr.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
+use super::input::{expand_inputs, read_input};
 use crate::config::Config;
 use crate::event::{AuditEvent, DecodeStats, Decoded, Decoder, FormatHint, Limits};
 
@@ -148,7 +149,7 @@ pub fn run(args: ParseArgs, config: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_json_line<W: Write, T: Serialize>(out: &mut W, value: &T) -> io::Result<()> {
+pub(crate) fn write_json_line<W: Write, T: Serialize>(out: &mut W, value: &T) -> io::Result<()> {
     serde_json::to_writer(&mut *out, value).map_err(|e| match e.io_error_kind() {
         Some(kind) => io::Error::from(kind),
         None => io::Error::other(e),
@@ -172,55 +173,4 @@ fn print_summary(stats: &DecodeStats, per_cloud: &BTreeMap<&'static str, u64>, i
     for (reason, count) in stats.error_counts() {
         eprintln!("  {:<16} {count}", reason.as_str());
     }
-}
-
-/// Files as given, directories walked recursively (sorted, `.json`, `.jsonl`,
-/// `.gz` and `.log` files only), `-` or nothing for stdin.
-fn expand_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    if inputs.is_empty() {
-        return Ok(vec![PathBuf::from("-")]);
-    }
-    let mut files = Vec::new();
-    for input in inputs {
-        if input.as_os_str() == "-" {
-            files.push(input.clone());
-            continue;
-        }
-        let meta =
-            std::fs::metadata(input).with_context(|| format!("reading {}", input.display()))?;
-        if meta.is_dir() {
-            let mut found: Vec<PathBuf> = walkdir::WalkDir::new(input)
-                .follow_links(true)
-                .into_iter()
-                .filter_map(|entry| entry.ok())
-                .filter(|entry| entry.file_type().is_file() && is_log_file(entry.path()))
-                .map(|entry| entry.into_path())
-                .collect();
-            found.sort();
-            files.extend(found);
-        } else {
-            files.push(input.clone());
-        }
-    }
-    Ok(files)
-}
-
-fn is_log_file(path: &Path) -> bool {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    [".json", ".jsonl", ".ndjson", ".gz", ".log"]
-        .iter()
-        .any(|ext| name.ends_with(ext))
-}
-
-fn read_input(path: &Path) -> anyhow::Result<(String, Vec<u8>)> {
-    if path.as_os_str() == "-" {
-        let mut bytes = Vec::new();
-        io::stdin()
-            .lock()
-            .read_to_end(&mut bytes)
-            .context("reading stdin")?;
-        return Ok(("-".to_owned(), bytes));
-    }
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok((path.display().to_string(), bytes))
 }

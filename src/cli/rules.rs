@@ -41,7 +41,9 @@ pub struct CheckArgs {
 
 fn load(path: Option<&PathBuf>) -> anyhow::Result<LoadReport> {
     match path {
-        Some(path) => load_path(path).with_context(|| format!("loading rules from {}", path.display())),
+        Some(path) => {
+            load_path(path).with_context(|| format!("loading rules from {}", path.display()))
+        }
         None => Ok(LoadReport {
             rules: load_builtin().context("loading the built-in rule pack")?,
             ..LoadReport::default()
@@ -59,7 +61,12 @@ pub fn run(command: RulesCommand) -> anyhow::Result<ExitCode> {
 fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let report = load(args.path.as_ref())?;
     for rejected in &report.rejected {
-        println!("REJECTED {} {}: {}", rejected.file, rejected.rule.as_deref().unwrap_or(""), rejected.reason);
+        println!(
+            "REJECTED {} {}: {}",
+            rejected.file,
+            rejected.rule.as_deref().unwrap_or(""),
+            rejected.reason
+        );
     }
     let set = RuleSet::new(report.rules);
     let results = run_rule_tests(&set);
@@ -68,7 +75,8 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|r| {
             r.origin == crate::detect::rule::RuleOrigin::Native
-                && !(r.tests.iter().any(|t| t.expect == Expect::Match) && r.tests.iter().any(|t| t.expect == Expect::NoMatch))
+                && !(r.tests.iter().any(|t| t.expect == Expect::Match)
+                    && r.tests.iter().any(|t| t.expect == Expect::NoMatch))
         })
         .map(|r| r.meta.id.as_str())
         .collect();
@@ -82,7 +90,10 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
             Expect::Match => "match",
             Expect::NoMatch => "no_match",
         };
-        print!("{verdict}  {:<width$}  {expect:<8}  {}", result.rule_id, result.test);
+        print!(
+            "{verdict}  {:<width$}  {expect:<8}  {}",
+            result.rule_id, result.test
+        );
         match &result.detail {
             Some(detail) => println!("  -- {detail}"),
             None => println!(),
@@ -101,11 +112,13 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         untested.len(),
         report.rejected.len()
     );
-    Ok(if failed == 0 && untested.is_empty() && report.rejected.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(
+        if failed == 0 && untested.is_empty() && report.rejected.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
@@ -116,7 +129,11 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 "loaded    {}  [{} {}]  {}",
                 rule.meta.id,
                 rule.cloud,
-                if rule.operations.is_empty() && rule.services.is_empty() { "fallback" } else { "indexed" },
+                if rule.operations.is_empty() && rule.services.is_empty() {
+                    "fallback"
+                } else {
+                    "indexed"
+                },
                 rule.meta.title
             );
         }
@@ -130,12 +147,20 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let total = report.rules.len() + report.rejected.len();
-    let percent = if total == 0 { 0.0 } else { 100.0 * report.rules.len() as f64 / total as f64 };
+    let percent = if total == 0 {
+        0.0
+    } else {
+        100.0 * report.rules.len() as f64 / total as f64
+    };
     println!(
         "{} files: {} rules loaded, {} rejected ({percent:.1}% loaded)",
         report.files,
         report.rules.len(),
         report.rejected.len()
     );
-    Ok(if report.rejected.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.rejected.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -71,18 +71,28 @@ impl EventField {
     ];
 
     pub fn parse(name: &str) -> Option<EventField> {
-        Self::NAMES.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, f)| *f)
     }
 
     /// Calls `f` with each value of this field (none when absent).
-    fn visit<'e>(self, event: &'e AuditEvent<'_>, f: &mut dyn FnMut(&str) -> ControlFlow<()>) -> ControlFlow<()> {
+    fn visit<'e>(
+        self,
+        event: &'e AuditEvent<'_>,
+        f: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
         fn opt(value: Option<&str>, f: &mut dyn FnMut(&str) -> ControlFlow<()>) -> ControlFlow<()> {
             match value {
                 Some(v) => f(v),
                 None => ControlFlow::Continue(()),
             }
         }
-        fn flag(value: Option<bool>, f: &mut dyn FnMut(&str) -> ControlFlow<()>) -> ControlFlow<()> {
+        fn flag(
+            value: Option<bool>,
+            f: &mut dyn FnMut(&str) -> ControlFlow<()>,
+        ) -> ControlFlow<()> {
             opt(value.map(|b| if b { "true" } else { "false" }), f)
         }
         let p = &event.principal;
@@ -137,38 +147,54 @@ impl FieldSource {
     /// `event.<name>` is a normalized field; anything else a native path.
     pub fn parse(text: &str) -> Result<FieldSource, String> {
         if let Some(name) = text.strip_prefix("event.") {
-            return EventField::parse(name).map(FieldSource::Event).ok_or_else(|| {
-                let known: Vec<&str> = EventField::NAMES.iter().map(|(n, _)| *n).collect();
-                format!("unknown event field `{text}` (known: event.{})", known.join(", event."))
-            });
+            return EventField::parse(name)
+                .map(FieldSource::Event)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = EventField::NAMES.iter().map(|(n, _)| *n).collect();
+                    format!(
+                        "unknown event field `{text}` (known: event.{})",
+                        known.join(", event.")
+                    )
+                });
         }
-        FieldPath::parse(text).map(FieldSource::Native).map_err(|e| e.to_string())
+        FieldPath::parse(text)
+            .map(FieldSource::Native)
+            .map_err(|e| e.to_string())
     }
 
     /// Calls `f` with each scalar value, as text; arrays at the end of a path
     /// count as their elements; nulls do not count.
-    fn visit(&self, event: &AuditEvent<'_>, f: &mut dyn FnMut(&str) -> ControlFlow<()>) -> ControlFlow<()> {
+    fn visit(
+        &self,
+        event: &AuditEvent<'_>,
+        f: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
         match self {
             FieldSource::Event(field) => field.visit(event, f),
             FieldSource::RawText => f(&event.raw),
-            FieldSource::Native(path) => field::visit(&event.raw, path, &mut |value: FieldValue<'_>| {
-                if value.kind() == ValueKind::Array {
-                    let mut flow = ControlFlow::Continue(());
-                    value.for_each_element(|element| {
-                        if flow.is_continue() {
-                            flow = visit_scalar(&element, f);
-                        }
-                    });
-                    flow
-                } else {
-                    visit_scalar(&value, f)
-                }
-            }),
+            FieldSource::Native(path) => {
+                field::visit(&event.raw, path, &mut |value: FieldValue<'_>| {
+                    if value.kind() == ValueKind::Array {
+                        let mut flow = ControlFlow::Continue(());
+                        value.for_each_element(|element| {
+                            if flow.is_continue() {
+                                flow = visit_scalar(&element, f);
+                            }
+                        });
+                        flow
+                    } else {
+                        visit_scalar(&value, f)
+                    }
+                })
+            }
         }
     }
 }
 
-fn visit_scalar(value: &FieldValue<'_>, f: &mut dyn FnMut(&str) -> ControlFlow<()>) -> ControlFlow<()> {
+fn visit_scalar(
+    value: &FieldValue<'_>,
+    f: &mut dyn FnMut(&str) -> ControlFlow<()>,
+) -> ControlFlow<()> {
     match value.kind() {
         ValueKind::Null => ControlFlow::Continue(()),
         // Objects and arrays compare as their JSON text (rarely useful, but defined).
@@ -191,10 +217,19 @@ pub enum CmpOp {
 /// How one value is tested.
 #[derive(Clone, Debug)]
 pub enum Matcher {
-    Equals { values: Vec<Box<str>>, case_sensitive: bool },
+    Equals {
+        values: Vec<Box<str>>,
+        case_sensitive: bool,
+    },
     Contains(AhoCorasick),
-    Prefix { values: Vec<Box<str>>, case_sensitive: bool },
-    Suffix { values: Vec<Box<str>>, case_sensitive: bool },
+    Prefix {
+        values: Vec<Box<str>>,
+        case_sensitive: bool,
+    },
+    Suffix {
+        values: Vec<Box<str>>,
+        case_sensitive: bool,
+    },
     Regex(Regex),
     /// The value is an IP address (or a CIDR range) inside one of the networks.
     Cidr(Vec<IpNet>),
@@ -235,17 +270,34 @@ impl Matcher {
 
     fn test(&self, value: &str) -> bool {
         fn eq(a: &str, b: &str, cs: bool) -> bool {
-            if cs { a == b } else { a.eq_ignore_ascii_case(b) }
+            if cs {
+                a == b
+            } else {
+                a.eq_ignore_ascii_case(b)
+            }
         }
         match self {
-            Matcher::Equals { values, case_sensitive } => values.iter().any(|v| eq(v, value, *case_sensitive)),
+            Matcher::Equals {
+                values,
+                case_sensitive,
+            } => values.iter().any(|v| eq(v, value, *case_sensitive)),
             Matcher::Contains(ac) => ac.is_match(value),
-            Matcher::Prefix { values, case_sensitive } => values.iter().any(|p| {
-                value.len() >= p.len() && value.is_char_boundary(p.len()) && eq(&value[..p.len()], p, *case_sensitive)
+            Matcher::Prefix {
+                values,
+                case_sensitive,
+            } => values.iter().any(|p| {
+                value.len() >= p.len()
+                    && value.is_char_boundary(p.len())
+                    && eq(&value[..p.len()], p, *case_sensitive)
             }),
-            Matcher::Suffix { values, case_sensitive } => values.iter().any(|s| {
+            Matcher::Suffix {
+                values,
+                case_sensitive,
+            } => values.iter().any(|s| {
                 let start = value.len().wrapping_sub(s.len());
-                value.len() >= s.len() && value.is_char_boundary(start) && eq(&value[start..], s, *case_sensitive)
+                value.len() >= s.len()
+                    && value.is_char_boundary(start)
+                    && eq(&value[start..], s, *case_sensitive)
             }),
             Matcher::Regex(re) => re.is_match(value),
             Matcher::Cidr(networks) => {
@@ -352,7 +404,10 @@ mod tests {
     use crate::event::Decoder;
 
     fn event(json: &str) -> AuditEvent<'static> {
-        Decoder::default().decode_owned(json.as_bytes()).remove(0).unwrap()
+        Decoder::default()
+            .decode_owned(json.as_bytes())
+            .remove(0)
+            .unwrap()
     }
 
     fn field(path: &str, matcher: Matcher) -> Condition {
@@ -368,31 +423,115 @@ mod tests {
     #[test]
     fn matchers_on_native_and_event_fields() {
         let e = event(SG);
-        let eq = |v: &str| Matcher::Equals { values: vec![v.into()], case_sensitive: false };
-        assert!(field("requestParameters.ipPermissions.items.ipRanges.items.cidrIp", eq("0.0.0.0/0")).matches(&e));
-        assert!(!field("requestParameters.ipPermissions.items.ipRanges.items.cidrIp", eq("::/0")).matches(&e));
+        let eq = |v: &str| Matcher::Equals {
+            values: vec![v.into()],
+            case_sensitive: false,
+        };
+        assert!(
+            field(
+                "requestParameters.ipPermissions.items.ipRanges.items.cidrIp",
+                eq("0.0.0.0/0")
+            )
+            .matches(&e)
+        );
+        assert!(
+            !field(
+                "requestParameters.ipPermissions.items.ipRanges.items.cidrIp",
+                eq("::/0")
+            )
+            .matches(&e)
+        );
         assert!(field("event.principal.kind", eq("ROOT")).matches(&e));
-        assert!(field("event.source_ip", Matcher::cidr(&["75.50.0.0/16".into()]).unwrap()).matches(&e));
-        assert!(field("requestParameters.ipPermissions.items.fromPort", Matcher::Compare(CmpOp::Lte, 22.0)).matches(&e));
-        assert!(!field("requestParameters.ipPermissions.items.fromPort", Matcher::Compare(CmpOp::Gt, 22.0)).matches(&e));
-        assert!(field("requestParameters.groupId", Matcher::Prefix { values: vec!["SG-".into()], case_sensitive: false }).matches(&e));
-        assert!(!field("requestParameters.groupId", Matcher::Prefix { values: vec!["SG-".into()], case_sensitive: true }).matches(&e));
-        assert!(field("requestParameters.groupId", Matcher::Suffix { values: vec!["-1".into()], case_sensitive: false }).matches(&e));
-        assert!(field("eventName", Matcher::contains(&["securitygroup".into()], false).unwrap()).matches(&e));
-        assert!(field("eventName", Matcher::regex("^authorize.*ingress$", false).unwrap()).matches(&e));
+        assert!(
+            field(
+                "event.source_ip",
+                Matcher::cidr(&["75.50.0.0/16".into()]).unwrap()
+            )
+            .matches(&e)
+        );
+        assert!(
+            field(
+                "requestParameters.ipPermissions.items.fromPort",
+                Matcher::Compare(CmpOp::Lte, 22.0)
+            )
+            .matches(&e)
+        );
+        assert!(
+            !field(
+                "requestParameters.ipPermissions.items.fromPort",
+                Matcher::Compare(CmpOp::Gt, 22.0)
+            )
+            .matches(&e)
+        );
+        assert!(
+            field(
+                "requestParameters.groupId",
+                Matcher::Prefix {
+                    values: vec!["SG-".into()],
+                    case_sensitive: false
+                }
+            )
+            .matches(&e)
+        );
+        assert!(
+            !field(
+                "requestParameters.groupId",
+                Matcher::Prefix {
+                    values: vec!["SG-".into()],
+                    case_sensitive: true
+                }
+            )
+            .matches(&e)
+        );
+        assert!(
+            field(
+                "requestParameters.groupId",
+                Matcher::Suffix {
+                    values: vec!["-1".into()],
+                    case_sensitive: false
+                }
+            )
+            .matches(&e)
+        );
+        assert!(
+            field(
+                "eventName",
+                Matcher::contains(&["securitygroup".into()], false).unwrap()
+            )
+            .matches(&e)
+        );
+        assert!(
+            field(
+                "eventName",
+                Matcher::regex("^authorize.*ingress$", false).unwrap()
+            )
+            .matches(&e)
+        );
         assert!(field("requestParameters.groupId", Matcher::Exists(true)).matches(&e));
         assert!(field("requestParameters.nope", Matcher::Exists(false)).matches(&e));
         assert!(!field("requestParameters.nope", Matcher::Exists(true)).matches(&e));
         // A CIDR value is inside a network that contains the whole range.
-        assert!(field("requestParameters.ipPermissions.items.ipRanges.items.cidrIp", Matcher::cidr(&["0.0.0.0/0".into()]).unwrap()).matches(&e));
+        assert!(
+            field(
+                "requestParameters.ipPermissions.items.ipRanges.items.cidrIp",
+                Matcher::cidr(&["0.0.0.0/0".into()]).unwrap()
+            )
+            .matches(&e)
+        );
         let all_private = Condition::Field {
-            source: FieldSource::parse("requestParameters.ipPermissions.items.ipRanges.items.cidrIp").unwrap(),
+            source: FieldSource::parse(
+                "requestParameters.ipPermissions.items.ipRanges.items.cidrIp",
+            )
+            .unwrap(),
             matcher: Matcher::cidr(&["10.0.0.0/8".into()]).unwrap(),
             quantifier: Quantifier::All,
         };
         assert!(!all_private.matches(&e));
         let any_private = Condition::Field {
-            source: FieldSource::parse("requestParameters.ipPermissions.items.ipRanges.items.cidrIp").unwrap(),
+            source: FieldSource::parse(
+                "requestParameters.ipPermissions.items.ipRanges.items.cidrIp",
+            )
+            .unwrap(),
             matcher: Matcher::cidr(&["10.0.0.0/8".into()]).unwrap(),
             quantifier: Quantifier::Any,
         };

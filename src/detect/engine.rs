@@ -19,7 +19,9 @@ use std::sync::Arc;
 
 use dashmap::DashSet;
 
-use super::finding::{Evidence, Finding, FindingKind, FindingPrincipal, Severity, SourceRef, finding_id};
+use super::finding::{
+    Evidence, Finding, FindingKind, FindingPrincipal, Severity, SourceRef, finding_id,
+};
 use super::index::RuleIndex;
 use super::rule::{Rule, RuleOrigin};
 use crate::event::{AuditEvent, Cloud, Outcome};
@@ -139,7 +141,10 @@ impl Detector {
             resources: resources.iter().map(|r| (*r).to_owned()).collect(),
             domain: None,
             responsibility: None,
-            owner_team: self.matrix.owning_team(account, &resources).map(str::to_owned),
+            owner_team: self
+                .matrix
+                .owning_team(account, &resources)
+                .map(str::to_owned),
             data_tier: tier,
             event_time: event.time,
             evidence: vec![Evidence {
@@ -191,15 +196,23 @@ impl Detector {
         finding
     }
 
-    fn out_of_band(&self, event: &AuditEvent<'_>, source: SourceRef<'_>, matched: &[Finding]) -> Option<Finding> {
+    fn out_of_band(
+        &self,
+        event: &AuditEvent<'_>,
+        source: SourceRef<'_>,
+        matched: &[Finding],
+    ) -> Option<Finding> {
         if event.outcome != Outcome::Success || event.read_only == Some(true) {
             return None;
         }
         let change = matched.iter().find(|f| {
-            matches!(f.responsibility, Some(Side::Customer | Side::Shared)) && f.kind != FindingKind::UnmappedService
+            matches!(f.responsibility, Some(Side::Customer | Side::Shared))
+                && f.kind != FindingKind::UnmappedService
         })?;
         let resources = Self::resources(event);
-        let paths = self.matrix.change_paths_for(event.account.as_deref(), &resources);
+        let paths = self
+            .matrix
+            .change_paths_for(event.account.as_deref(), &resources);
         if paths.is_empty() {
             return None;
         }
@@ -208,7 +221,10 @@ impl Detector {
             .into_iter()
             .flatten()
             .collect();
-        if paths.iter().any(|path| path.admits(&ids, event.user_agent.as_deref())) {
+        if paths
+            .iter()
+            .any(|path| path.admits(&ids, event.user_agent.as_deref()))
+        {
             return None;
         }
         let event_key = event.event_id.to_string();
@@ -217,7 +233,10 @@ impl Detector {
             source,
             FindingKind::OutOfBandChange,
             "seamwatch.out_of_band_change",
-            format!("Out-of-band change to a customer-owned control: {}", change.title),
+            format!(
+                "Out-of-band change to a customer-owned control: {}",
+                change.title
+            ),
             change.rule_severity,
             finding_id(&["seamwatch.out_of_band_change", &event_key]),
         );
@@ -229,7 +248,9 @@ impl Detector {
             .collect();
         finding.detail = Some(format!(
             "made by {} ({}) outside the approved change paths; triggered by rule {}",
-            p.id.as_deref().or(p.name.as_deref()).unwrap_or("an unknown principal"),
+            p.id.as_deref()
+                .or(p.name.as_deref())
+                .unwrap_or("an unknown principal"),
             event.user_agent.as_deref().unwrap_or("no user agent"),
             change.rule_id
         ));
@@ -254,9 +275,16 @@ impl Detector {
             source,
             FindingKind::UnmappedService,
             "seamwatch.unmapped_service",
-            format!("Service {} is not in the responsibility matrix", event.service),
+            format!(
+                "Service {} is not in the responsibility matrix",
+                event.service
+            ),
             Severity::Low,
-            finding_id(&["seamwatch.unmapped_service", event.cloud.as_str(), &event.service.to_ascii_lowercase()]),
+            finding_id(&[
+                "seamwatch.unmapped_service",
+                event.cloud.as_str(),
+                &event.service.to_ascii_lowercase(),
+            ]),
         );
         finding.severity = Severity::Low;
         finding.remediation = Some(format!(
@@ -281,7 +309,10 @@ impl Detector {
                 source,
                 FindingKind::ComplianceBoundary,
                 "seamwatch.compliance_boundary",
-                format!("{} used inside the {} boundary, which does not authorize it", event.service, boundary.name),
+                format!(
+                    "{} used inside the {} boundary, which does not authorize it",
+                    event.service, boundary.name
+                ),
                 Severity::Medium,
                 finding_id(&["seamwatch.compliance_boundary", &boundary.name, &service]),
             );

@@ -86,17 +86,33 @@ pub enum FindingKind {
 /// Where the evidence came from.
 #[derive(Clone, Copy, Debug)]
 pub enum SourceRef<'a> {
-    File { path: &'a str, line: u64, index: u32 },
-    Kafka { topic: &'a str, partition: i32, offset: i64 },
+    File {
+        path: &'a str,
+        line: u64,
+        index: u32,
+    },
+    Kafka {
+        topic: &'a str,
+        partition: i32,
+        offset: i64,
+    },
     Unknown,
 }
 
 impl fmt::Display for SourceRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SourceRef::File { path, line, index: 0 } => write!(f, "{path}:{line}"),
+            SourceRef::File {
+                path,
+                line,
+                index: 0,
+            } => write!(f, "{path}:{line}"),
             SourceRef::File { path, line, index } => write!(f, "{path}:{line}#{index}"),
-            SourceRef::Kafka { topic, partition, offset } => write!(f, "kafka:{topic}/{partition}@{offset}"),
+            SourceRef::Kafka {
+                topic,
+                partition,
+                offset,
+            } => write!(f, "kafka:{topic}/{partition}@{offset}"),
             SourceRef::Unknown => f.write_str("unknown"),
         }
     }
@@ -197,7 +213,10 @@ mod tests {
     #[test]
     fn severity_moves_one_step_with_the_tier() {
         assert_eq!(Severity::Medium.for_tier(Some(Tier::High)), Severity::High);
-        assert_eq!(Severity::Critical.for_tier(Some(Tier::High)), Severity::Critical);
+        assert_eq!(
+            Severity::Critical.for_tier(Some(Tier::High)),
+            Severity::Critical
+        );
         assert_eq!(Severity::Medium.for_tier(Some(Tier::Low)), Severity::Low);
         assert_eq!(Severity::Info.for_tier(Some(Tier::Low)), Severity::Info);
         assert_eq!(Severity::High.for_tier(Some(Tier::Medium)), Severity::High);

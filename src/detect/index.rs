@@ -94,7 +94,11 @@ impl RuleIndex {
                 }
                 (false, true) => {
                     for service in &rule.services {
-                        index.by_service.entry(owned_key(&[cloud, service])).or_default().push(i);
+                        index
+                            .by_service
+                            .entry(owned_key(&[cloud, service]))
+                            .or_default()
+                            .push(i);
                     }
                 }
                 (true, true) => index.fallback[cloud_slot(rule.cloud)].push(i),
@@ -136,7 +140,13 @@ mod tests {
     #[test]
     fn stack_keys_are_lower_cased_and_bounded() {
         let mut buf = [0u8; KEY_BUFFER];
-        assert_eq!(stack_key(&mut buf, &["azure", "Microsoft.Storage", "MICROSOFT.STORAGE/X"]), Some("azure|microsoft.storage|microsoft.storage/x"));
+        assert_eq!(
+            stack_key(
+                &mut buf,
+                &["azure", "Microsoft.Storage", "MICROSOFT.STORAGE/X"]
+            ),
+            Some("azure|microsoft.storage|microsoft.storage/x")
+        );
         let long = "x".repeat(300);
         assert_eq!(stack_key(&mut buf, &["aws", &long]), None);
     }

@@ -44,11 +44,12 @@ impl LoadReport {
         } else {
             let load = load_sigma_text(text, path);
             self.rules.extend(load.rules);
-            self.rejected.extend(load.rejected.into_iter().map(|(rule, reason)| Rejected {
-                file: file.clone(),
-                rule: Some(rule),
-                reason,
-            }));
+            self.rejected
+                .extend(load.rejected.into_iter().map(|(rule, reason)| Rejected {
+                    file: file.clone(),
+                    rule: Some(rule),
+                    reason,
+                }));
         }
     }
 
@@ -84,7 +85,10 @@ fn is_native(text: &str) -> bool {
 }
 
 fn is_rule_file(path: &Path) -> bool {
-    matches!(path.extension().and_then(|e| e.to_str()), Some("yml" | "yaml"))
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yml" | "yaml")
+    )
 }
 
 /// The built-in pack. Its files are tested in CI, so an error here is a bug.
@@ -114,7 +118,15 @@ pub fn load_builtin() -> Result<Vec<Rule>, RuleError> {
     if let Some(first) = report.rejected.first() {
         return Err(RuleError::Invalid {
             path: PathBuf::from(&first.file),
-            message: format!("{}{}", first.rule.as_deref().map(|r| format!("{r}: ")).unwrap_or_default(), first.reason),
+            message: format!(
+                "{}{}",
+                first
+                    .rule
+                    .as_deref()
+                    .map(|r| format!("{r}: "))
+                    .unwrap_or_default(),
+                first.reason
+            ),
         });
     }
     Ok(report.rules)

@@ -181,7 +181,11 @@ impl OutcomeSet {
                 "denied" => 2,
                 "failed" => 4,
                 "pending" => 8,
-                other => return Err(format!("unknown outcome `{other}` (any, success, denied, failed, pending)")),
+                other => {
+                    return Err(format!(
+                        "unknown outcome `{other}` (any, success, denied, failed, pending)"
+                    ));
+                }
             };
         }
         Ok(OutcomeSet(bits))
@@ -296,7 +300,8 @@ fn compile_rule(raw: RawRule, path: &Path) -> Result<Rule, String> {
         .into_iter()
         .enumerate()
         .map(|(i, t)| {
-            let event_json = serde_json::to_string(&t.event).map_err(|e| format!("test {}: {e}", i + 1))?;
+            let event_json =
+                serde_json::to_string(&t.event).map_err(|e| format!("test {}: {e}", i + 1))?;
             Ok(RuleTest {
                 name: t.name.unwrap_or_else(|| format!("test {}", i + 1)),
                 expect: t.expect,
@@ -340,9 +345,17 @@ fn boxed(values: Vec<String>) -> Vec<Box<str>> {
 pub fn compile_condition(raw: RawCondition) -> Result<Condition, String> {
     let negate = raw.negate;
     let condition = if let Some(any) = raw.any_of {
-        Condition::AnyOf(any.into_iter().map(compile_condition).collect::<Result<_, _>>()?)
+        Condition::AnyOf(
+            any.into_iter()
+                .map(compile_condition)
+                .collect::<Result<_, _>>()?,
+        )
     } else if let Some(all) = raw.all_of {
-        Condition::AllOf(all.into_iter().map(compile_condition).collect::<Result<_, _>>()?)
+        Condition::AllOf(
+            all.into_iter()
+                .map(compile_condition)
+                .collect::<Result<_, _>>()?,
+        )
     } else {
         let Some(field) = raw.field else {
             return Err("a condition needs `field` (or `any_of` / `all_of`)".into());
@@ -354,7 +367,11 @@ pub fn compile_condition(raw: RawCondition) -> Result<Condition, String> {
             let values = values
                 .into_vec()
                 .iter()
-                .map(|v| scalar_text(v).map(|s| s.into_owned()).ok_or_else(|| format!("`{field}`: equals takes strings, numbers or booleans")))
+                .map(|v| {
+                    scalar_text(v).map(|s| s.into_owned()).ok_or_else(|| {
+                        format!("`{field}`: equals takes strings, numbers or booleans")
+                    })
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             matchers.push(Matcher::Equals {
                 values: boxed(values),
@@ -385,12 +402,21 @@ pub fn compile_condition(raw: RawCondition) -> Result<Condition, String> {
         if let Some(exists) = raw.exists {
             matchers.push(Matcher::Exists(exists));
         }
-        for (op, bound) in [(CmpOp::Gt, raw.gt), (CmpOp::Gte, raw.gte), (CmpOp::Lt, raw.lt), (CmpOp::Lte, raw.lte)] {
+        for (op, bound) in [
+            (CmpOp::Gt, raw.gt),
+            (CmpOp::Gte, raw.gte),
+            (CmpOp::Lt, raw.lt),
+            (CmpOp::Lte, raw.lte),
+        ] {
             if let Some(bound) = bound {
                 matchers.push(Matcher::Compare(op, bound));
             }
         }
-        let quantifier = if raw.all { Quantifier::All } else { Quantifier::Any };
+        let quantifier = if raw.all {
+            Quantifier::All
+        } else {
+            Quantifier::Any
+        };
         let mut conditions: Vec<Condition> = matchers
             .into_iter()
             .map(|matcher| Condition::Field {
@@ -400,11 +426,19 @@ pub fn compile_condition(raw: RawCondition) -> Result<Condition, String> {
             })
             .collect();
         match conditions.len() {
-            0 => return Err(format!("condition on `{field}` has no operator (equals, contains, prefix, suffix, regex, cidr, exists, gt, gte, lt, lte)")),
+            0 => {
+                return Err(format!(
+                    "condition on `{field}` has no operator (equals, contains, prefix, suffix, regex, cidr, exists, gt, gte, lt, lte)"
+                ));
+            }
             1 => conditions.remove(0),
             // Several operators on one field all apply (e.g. gte and lte).
             _ => Condition::AllOf(conditions),
         }
     };
-    Ok(if negate { Condition::Not(Box::new(condition)) } else { condition })
+    Ok(if negate {
+        Condition::Not(Box::new(condition))
+    } else {
+        condition
+    })
 }

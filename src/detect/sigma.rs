@@ -24,10 +24,11 @@
 
 use std::path::Path;
 
-use rsigma_parser::{
-    ConditionExpr, Detection, DetectionItem, Level, Modifier, Quantifier as SigmaQuantifier, SigmaRule, SigmaValue,
-};
 use rsigma_parser::value::{SpecialChar, StringPart};
+use rsigma_parser::{
+    ConditionExpr, Detection, DetectionItem, Level, Modifier, Quantifier as SigmaQuantifier,
+    SigmaRule, SigmaValue,
+};
 
 use super::condition::{CmpOp, Condition, EventField, FieldSource, Matcher, Quantifier};
 use super::finding::Severity;
@@ -49,12 +50,14 @@ pub fn load_sigma_text(text: &str, path: &Path) -> SigmaLoad {
     let collection = match rsigma_parser::parse_sigma_yaml(text) {
         Ok(collection) => collection,
         Err(e) => {
-            load.rejected.push((path.display().to_string(), format!("not a Sigma rule: {e}")));
+            load.rejected
+                .push((path.display().to_string(), format!("not a Sigma rule: {e}")));
             return load;
         }
     };
     for error in &collection.errors {
-        load.rejected.push((path.display().to_string(), error.clone()));
+        load.rejected
+            .push((path.display().to_string(), error.clone()));
     }
     for rule in &collection.rules {
         let name = rule.id.clone().unwrap_or_else(|| rule.title.clone());
@@ -64,7 +67,10 @@ pub fn load_sigma_text(text: &str, path: &Path) -> SigmaLoad {
         }
     }
     for correlation in &collection.correlations {
-        let name = correlation.id.clone().unwrap_or_else(|| correlation.title.clone());
+        let name = correlation
+            .id
+            .clone()
+            .unwrap_or_else(|| correlation.title.clone());
         load.rejected
             .push((name, "Sigma correlation rules are not supported yet".into()));
     }
@@ -81,14 +87,26 @@ enum Source {
 
 impl Source {
     fn of(rule: &SigmaRule) -> Result<Source, String> {
-        let product = rule.logsource.product.as_deref().unwrap_or("").to_ascii_lowercase();
-        let service = rule.logsource.service.as_deref().unwrap_or("").to_ascii_lowercase();
+        let product = rule
+            .logsource
+            .product
+            .as_deref()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let service = rule
+            .logsource
+            .service
+            .as_deref()
+            .unwrap_or("")
+            .to_ascii_lowercase();
         match (product.as_str(), service.as_str()) {
             ("aws", "cloudtrail") => Ok(Source::CloudTrail),
             ("azure", "activitylogs") => Ok(Source::ActivityLogs),
             ("azure", "auditlogs") => Ok(Source::EntraAuditLogs),
             ("gcp", "gcp.audit") => Ok(Source::GcpAudit),
-            _ => Err(format!("unsupported logsource product `{product}` service `{service}`")),
+            _ => Err(format!(
+                "unsupported logsource product `{product}` service `{service}`"
+            )),
         }
     }
 
@@ -103,13 +121,18 @@ impl Source {
     /// Sigma field name → where seamwatch reads it.
     fn map_field(self, name: &str) -> Result<FieldSource, String> {
         let event = |f| Ok(FieldSource::Event(f));
-        let native = |path: &str| FieldPath::parse(path).map(FieldSource::Native).map_err(|e| e.to_string());
+        let native = |path: &str| {
+            FieldPath::parse(path)
+                .map(FieldSource::Native)
+                .map_err(|e| e.to_string())
+        };
         match self {
             Source::CloudTrail => native(name),
             Source::ActivityLogs | Source::EntraAuditLogs => match name {
-                "operationName" | "OperationName" | "OperationNameValue" | "ActivityDisplayName" => {
-                    event(EventField::Operation)
-                }
+                "operationName"
+                | "OperationName"
+                | "OperationNameValue"
+                | "ActivityDisplayName" => event(EventField::Operation),
                 "ResourceProviderValue" | "resourceProviderName" => event(EventField::Service),
                 "ResourceId" | "resourceId" => event(EventField::Resources),
                 "CategoryValue" | "Category" => native("category"),
@@ -120,12 +143,14 @@ impl Source {
                 "LoggedByService" => native("properties.loggedByService"),
                 "ResultReason" => native("properties.resultReason"),
                 "AADOperationType" => native("properties.operationType"),
-                other if other.starts_with("TargetResources.") => {
-                    native(&format!("properties.targetResources.{}", lower_first_segments(&other["TargetResources.".len()..])))
-                }
-                other if other.starts_with("InitiatedBy.") => {
-                    native(&format!("properties.initiatedBy.{}", lower_first_segments(&other["InitiatedBy.".len()..])))
-                }
+                other if other.starts_with("TargetResources.") => native(&format!(
+                    "properties.targetResources.{}",
+                    lower_first_segments(&other["TargetResources.".len()..])
+                )),
+                other if other.starts_with("InitiatedBy.") => native(&format!(
+                    "properties.initiatedBy.{}",
+                    lower_first_segments(&other["InitiatedBy.".len()..])
+                )),
                 "TargetResources" => native("properties.targetResources"),
                 "InitiatedBy" => native("properties.initiatedBy"),
                 other => native(other),
@@ -150,14 +175,20 @@ impl Source {
             Source::CloudTrail => name == "eventName",
             Source::ActivityLogs => matches!(name, "operationName" | "OperationNameValue"),
             Source::EntraAuditLogs => false,
-            Source::GcpAudit => matches!(name, "gcp.audit.method_name" | "methodName" | "data.protoPayload.methodName"),
+            Source::GcpAudit => matches!(
+                name,
+                "gcp.audit.method_name" | "methodName" | "data.protoPayload.methodName"
+            ),
         }
     }
 
     fn is_service_field(self, name: &str) -> bool {
         match self {
             Source::CloudTrail => name == "eventSource",
-            Source::GcpAudit => matches!(name, "gcp.audit.service_name" | "data.protoPayload.serviceName"),
+            Source::GcpAudit => matches!(
+                name,
+                "gcp.audit.service_name" | "data.protoPayload.serviceName"
+            ),
             _ => false,
         }
     }
@@ -201,7 +232,10 @@ fn domain(tags: &[String]) -> Option<Domain> {
     let has = |t: &str| tags.iter().any(|tag| tag == t);
     if has("attack.defense-evasion") || has("attack.defense_evasion") {
         Some(Domain::Logging)
-    } else if has("attack.persistence") || has("attack.privilege-escalation") || has("attack.credential-access") {
+    } else if has("attack.persistence")
+        || has("attack.privilege-escalation")
+        || has("attack.credential-access")
+    {
         Some(Domain::Identity)
     } else if has("attack.exfiltration") || has("attack.collection") || has("attack.impact") {
         Some(Domain::Data)
@@ -233,7 +267,10 @@ fn compile(rule: &SigmaRule, path: &Path) -> Result<Rule, String> {
         Condition::AnyOf(compiled)
     };
     let (services, operations) = index_keys(rule, source);
-    let id = rule.id.clone().unwrap_or_else(|| format!("sigma:{}", rule.title));
+    let id = rule
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("sigma:{}", rule.title));
     Ok(Rule {
         meta: RuleMeta {
             id: format!("sigma.{id}"),
@@ -260,13 +297,23 @@ fn compile(rule: &SigmaRule, path: &Path) -> Result<Rule, String> {
     })
 }
 
-fn compile_expr(expr: &ConditionExpr, rule: &SigmaRule, source: Source) -> Result<Condition, String> {
+fn compile_expr(
+    expr: &ConditionExpr,
+    rule: &SigmaRule,
+    source: Source,
+) -> Result<Condition, String> {
     Ok(match expr {
         ConditionExpr::And(parts) => Condition::AllOf(
-            parts.iter().map(|p| compile_expr(p, rule, source)).collect::<Result<_, _>>()?,
+            parts
+                .iter()
+                .map(|p| compile_expr(p, rule, source))
+                .collect::<Result<_, _>>()?,
         ),
         ConditionExpr::Or(parts) => Condition::AnyOf(
-            parts.iter().map(|p| compile_expr(p, rule, source)).collect::<Result<_, _>>()?,
+            parts
+                .iter()
+                .map(|p| compile_expr(p, rule, source))
+                .collect::<Result<_, _>>()?,
         ),
         ConditionExpr::Not(inner) => Condition::Not(Box::new(compile_expr(inner, rule, source)?)),
         ConditionExpr::Identifier(name) => {
@@ -277,7 +324,10 @@ fn compile_expr(expr: &ConditionExpr, rule: &SigmaRule, source: Source) -> Resul
                 .ok_or_else(|| format!("condition names `{name}`, which is not defined"))?;
             compile_detection(detection, source)?
         }
-        ConditionExpr::Selector { quantifier, pattern } => {
+        ConditionExpr::Selector {
+            quantifier,
+            pattern,
+        } => {
             let mut names: Vec<&String> = rule
                 .detection
                 .named
@@ -295,7 +345,9 @@ fn compile_expr(expr: &ConditionExpr, rule: &SigmaRule, source: Source) -> Resul
             match quantifier {
                 SigmaQuantifier::Any => Condition::AnyOf(parts),
                 SigmaQuantifier::All => Condition::AllOf(parts),
-                SigmaQuantifier::Count(n) => return Err(format!("`{n} of` selectors are not supported")),
+                SigmaQuantifier::Count(n) => {
+                    return Err(format!("`{n} of` selectors are not supported"));
+                }
             }
         }
     })
@@ -304,10 +356,15 @@ fn compile_expr(expr: &ConditionExpr, rule: &SigmaRule, source: Source) -> Resul
 fn compile_detection(detection: &Detection, source: Source) -> Result<Condition, String> {
     match detection {
         Detection::AllOf(items) => Ok(Condition::AllOf(
-            items.iter().map(|item| compile_item(item, source)).collect::<Result<_, _>>()?,
+            items
+                .iter()
+                .map(|item| compile_item(item, source))
+                .collect::<Result<_, _>>()?,
         )),
         Detection::AnyOf(subs) => Ok(Condition::AnyOf(
-            subs.iter().map(|d| compile_detection(d, source)).collect::<Result<_, _>>()?,
+            subs.iter()
+                .map(|d| compile_detection(d, source))
+                .collect::<Result<_, _>>()?,
         )),
         Detection::Keywords(values) => {
             let parts = values
@@ -325,7 +382,10 @@ fn compile_detection(detection: &Detection, source: Source) -> Result<Condition,
                     .collect(),
             ))
         }
-        other => Err(format!("detection construct not supported: {other:?}").chars().take(120).collect()),
+        other => Err(format!("detection construct not supported: {other:?}")
+            .chars()
+            .take(120)
+            .collect()),
     }
 }
 
@@ -378,11 +438,20 @@ fn compile_item(item: &DetectionItem, source: Source) -> Result<Condition, Strin
         (_, true) => Condition::AllOf(conditions),
         (_, false) => Condition::AnyOf(conditions),
     };
-    Ok(if neq { Condition::Not(Box::new(combined)) } else { combined })
+    Ok(if neq {
+        Condition::Not(Box::new(combined))
+    } else {
+        combined
+    })
 }
 
 /// A Sigma string with wildcards, as a matcher.
-fn string_matcher(parts: &[StringPart], mode: Option<&Modifier>, cased: bool, keyword: bool) -> Result<Matcher, String> {
+fn string_matcher(
+    parts: &[StringPart],
+    mode: Option<&Modifier>,
+    cased: bool,
+    keyword: bool,
+) -> Result<Matcher, String> {
     let plain: Option<String> = parts.iter().try_fold(String::new(), |mut acc, p| match p {
         StringPart::Plain(s) => {
             acc.push_str(s);
@@ -394,9 +463,18 @@ fn string_matcher(parts: &[StringPart], mode: Option<&Modifier>, cased: bool, ke
         let values = vec![text.clone().into_boxed_str()];
         return Ok(match (mode, keyword) {
             (_, true) | (Some(Modifier::Contains), _) => Matcher::contains(&[text], cased)?,
-            (Some(Modifier::StartsWith), _) => Matcher::Prefix { values, case_sensitive: cased },
-            (Some(Modifier::EndsWith), _) => Matcher::Suffix { values, case_sensitive: cased },
-            _ => Matcher::Equals { values, case_sensitive: cased },
+            (Some(Modifier::StartsWith), _) => Matcher::Prefix {
+                values,
+                case_sensitive: cased,
+            },
+            (Some(Modifier::EndsWith), _) => Matcher::Suffix {
+                values,
+                case_sensitive: cased,
+            },
+            _ => Matcher::Equals {
+                values,
+                case_sensitive: cased,
+            },
         });
     }
     // Wildcards: an anchored regular expression.
@@ -404,8 +482,10 @@ fn string_matcher(parts: &[StringPart], mode: Option<&Modifier>, cased: bool, ke
     if !cased {
         pattern.push_str("(?i)");
     }
-    let anchored_start = !(keyword || matches!(mode, Some(Modifier::Contains) | Some(Modifier::EndsWith)));
-    let anchored_end = !(keyword || matches!(mode, Some(Modifier::Contains) | Some(Modifier::StartsWith)));
+    let anchored_start =
+        !(keyword || matches!(mode, Some(Modifier::Contains) | Some(Modifier::EndsWith)));
+    let anchored_end =
+        !(keyword || matches!(mode, Some(Modifier::Contains) | Some(Modifier::StartsWith)));
     pattern.push_str(if anchored_start { "^" } else { "" });
     for part in parts {
         match part {
@@ -420,7 +500,11 @@ fn string_matcher(parts: &[StringPart], mode: Option<&Modifier>, cased: bool, ke
     Matcher::regex(&pattern, true)
 }
 
-fn value_matcher(value: &SigmaValue, modifiers: &[Modifier], keyword: bool) -> Result<Matcher, String> {
+fn value_matcher(
+    value: &SigmaValue,
+    modifiers: &[Modifier],
+    keyword: bool,
+) -> Result<Matcher, String> {
     let cased = modifiers.contains(&Modifier::Cased);
     let compare = modifiers.iter().find_map(|m| match m {
         Modifier::Gt => Some(CmpOp::Gt),
@@ -443,12 +527,19 @@ fn value_matcher(value: &SigmaValue, modifiers: &[Modifier], keyword: bool) -> R
         };
     }
     let text = match value {
-        SigmaValue::String(s) if modifiers.contains(&Modifier::Re) => return Matcher::regex(&s.original, true),
-        SigmaValue::String(s) if modifiers.contains(&Modifier::Cidr) => return Matcher::cidr(&[s.original.clone()]),
+        SigmaValue::String(s) if modifiers.contains(&Modifier::Re) => {
+            return Matcher::regex(&s.original, true);
+        }
+        SigmaValue::String(s) if modifiers.contains(&Modifier::Cidr) => {
+            return Matcher::cidr(&[s.original.clone()]);
+        }
         SigmaValue::String(s) => {
-            let mode = modifiers
-                .iter()
-                .find(|m| matches!(m, Modifier::Contains | Modifier::StartsWith | Modifier::EndsWith));
+            let mode = modifiers.iter().find(|m| {
+                matches!(
+                    m,
+                    Modifier::Contains | Modifier::StartsWith | Modifier::EndsWith
+                )
+            });
             return string_matcher(&s.parts, mode, cased, keyword);
         }
         SigmaValue::Integer(i) => i.to_string(),
@@ -485,7 +576,9 @@ fn index_keys(rule: &SigmaRule, source: Source) -> (Vec<String>, Vec<String>) {
                 .values
                 .iter()
                 .map(|v| match v {
-                    SigmaValue::String(s) if !s.contains_wildcards() => s.as_plain().map(|p| p.to_ascii_lowercase()),
+                    SigmaValue::String(s) if !s.contains_wildcards() => {
+                        s.as_plain().map(|p| p.to_ascii_lowercase())
+                    }
                     _ => None,
                 })
                 .collect();

@@ -37,12 +37,31 @@ pub fn run_rule_tests(set: &RuleSet) -> Vec<TestResult> {
     results
 }
 
-fn run_one(set: &RuleSet, rule: &Rule, decoder: &Decoder, json: &str, expect: Expect) -> (bool, Option<String>) {
+fn run_one(
+    set: &RuleSet,
+    rule: &Rule,
+    decoder: &Decoder,
+    json: &str,
+    expect: Expect,
+) -> (bool, Option<String>) {
     let decoded = decoder.decode_owned(json.as_bytes());
     let event = match decoded.as_slice() {
         [Ok(event)] => event,
-        [Err((reason, detail))] => return (false, Some(format!("the test event does not parse: {reason}: {detail}"))),
-        _ => return (false, Some(format!("the test event holds {} records, not one", decoded.len()))),
+        [Err((reason, detail))] => {
+            return (
+                false,
+                Some(format!("the test event does not parse: {reason}: {detail}")),
+            );
+        }
+        _ => {
+            return (
+                false,
+                Some(format!(
+                    "the test event holds {} records, not one",
+                    decoded.len()
+                )),
+            );
+        }
     };
     let mut matched = false;
     set.matching(event, |r| matched |= r.meta.id == rule.meta.id);
