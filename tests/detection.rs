@@ -76,8 +76,13 @@ fn the_builtin_pack_passes_its_tests_and_covers_every_domain_and_cloud() {
     assert_eq!(domains.len(), 6, "domains covered: {domains:?}");
     assert_eq!(clouds.len(), 3, "clouds covered: {clouds:?}");
     assert!(set.len() >= 70, "only {} built-in rules", set.len());
-    // Every built-in rule is indexed: none costs a check on every event.
-    assert_eq!(set.index().fallback_len(), 0);
+    // Nearly every built-in rule is indexed; the few that must see every event
+    // (root activity of any kind) stay a short list.
+    assert!(
+        set.index().fallback_len() <= 2,
+        "{} fallback rules",
+        set.index().fallback_len()
+    );
 }
 
 #[test]

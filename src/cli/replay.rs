@@ -97,10 +97,11 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
             for finding in &findings {
                 *by_rule.entry(finding.rule_id.clone()).or_default() += 1;
                 *by_severity.entry(finding.severity.to_string()).or_default() += 1;
-                if !args.quiet && write_error.is_none() {
-                    if let Err(e) = write_json_line(&mut out, finding) {
-                        write_error = Some(e);
-                    }
+                if !args.quiet
+                    && write_error.is_none()
+                    && let Err(e) = write_json_line(&mut out, finding)
+                {
+                    write_error = Some(e);
                 }
             }
         });

@@ -67,6 +67,15 @@ impl RuleSet {
     }
 }
 
+/// What distinguishes one finding from another of the same event.
+struct Head<'a> {
+    kind: FindingKind,
+    rule_id: &'a str,
+    title: String,
+    severity: Severity,
+    id: String,
+}
+
 pub struct Detector {
     rules: RuleSet,
     matrix: Arc<Matrix>,
@@ -116,12 +125,15 @@ impl Detector {
         &self,
         event: &AuditEvent<'_>,
         source: SourceRef<'_>,
-        kind: FindingKind,
-        rule_id: &str,
-        title: String,
-        severity: Severity,
-        id: String,
+        head: Head<'_>,
     ) -> Finding {
+        let Head {
+            kind,
+            rule_id,
+            title,
+            severity,
+            id,
+        } = head;
         let resources = Self::resources(event);
         let account = event.account.as_deref();
         let tier = self.matrix.data_tier(account, &resources);
@@ -171,11 +183,13 @@ impl Detector {
         let mut finding = self.base_finding(
             event,
             source,
-            kind,
-            &meta.id,
-            meta.title.clone(),
-            meta.severity,
-            finding_id(&[&meta.id, &event_key]),
+            Head {
+                kind,
+                rule_id: &meta.id,
+                title: meta.title.clone(),
+                severity: meta.severity,
+                id: finding_id(&[&meta.id, &event_key]),
+            },
         );
         finding.domain = meta.domain;
         finding.responsibility = meta
@@ -231,14 +245,16 @@ impl Detector {
         let mut finding = self.base_finding(
             event,
             source,
-            FindingKind::OutOfBandChange,
-            "seamwatch.out_of_band_change",
-            format!(
-                "Out-of-band change to a customer-owned control: {}",
-                change.title
-            ),
-            change.rule_severity,
-            finding_id(&["seamwatch.out_of_band_change", &event_key]),
+            Head {
+                kind: FindingKind::OutOfBandChange,
+                rule_id: "seamwatch.out_of_band_change",
+                title: format!(
+                    "Out-of-band change to a customer-owned control: {}",
+                    change.title
+                ),
+                severity: change.rule_severity,
+                id: finding_id(&["seamwatch.out_of_band_change", &event_key]),
+            },
         );
         finding.domain = change.domain;
         finding.responsibility = change.responsibility;
@@ -273,18 +289,20 @@ impl Detector {
         let mut finding = self.base_finding(
             event,
             source,
-            FindingKind::UnmappedService,
-            "seamwatch.unmapped_service",
-            format!(
-                "Service {} is not in the responsibility matrix",
-                event.service
-            ),
-            Severity::Low,
-            finding_id(&[
-                "seamwatch.unmapped_service",
-                event.cloud.as_str(),
-                &event.service.to_ascii_lowercase(),
-            ]),
+            Head {
+                kind: FindingKind::UnmappedService,
+                rule_id: "seamwatch.unmapped_service",
+                title: format!(
+                    "Service {} is not in the responsibility matrix",
+                    event.service
+                ),
+                severity: Severity::Low,
+                id: finding_id(&[
+                    "seamwatch.unmapped_service",
+                    event.cloud.as_str(),
+                    &event.service.to_ascii_lowercase(),
+                ]),
+            },
         );
         finding.severity = Severity::Low;
         finding.remediation = Some(format!(
@@ -297,7 +315,7 @@ impl Detector {
     fn boundaries(&self, event: &AuditEvent<'_>, source: SourceRef<'_>, out: &mut Vec<Finding>) {
         let service = event.service.to_ascii_lowercase();
         for boundary in self.matrix.boundaries_for(event.account.as_deref()) {
-            if boundary.authorized_services.iter().any(|s| *s == service) {
+            if boundary.authorized_services.contains(&service) {
                 continue;
             }
             let key = (boundary.name.clone(), service.clone());
@@ -307,14 +325,16 @@ impl Detector {
             let mut finding = self.base_finding(
                 event,
                 source,
-                FindingKind::ComplianceBoundary,
-                "seamwatch.compliance_boundary",
-                format!(
-                    "{} used inside the {} boundary, which does not authorize it",
-                    event.service, boundary.name
-                ),
-                Severity::Medium,
-                finding_id(&["seamwatch.compliance_boundary", &boundary.name, &service]),
+                Head {
+                    kind: FindingKind::ComplianceBoundary,
+                    rule_id: "seamwatch.compliance_boundary",
+                    title: format!(
+                        "{} used inside the {} boundary, which does not authorize it",
+                        event.service, boundary.name
+                    ),
+                    severity: Severity::Medium,
+                    id: finding_id(&["seamwatch.compliance_boundary", &boundary.name, &service]),
+                },
             );
             finding.compliance = boundary.frameworks.clone();
             finding.detail = Some(format!(

@@ -364,8 +364,16 @@ pub fn compile_condition(raw: RawCondition) -> Result<Condition, String> {
         let cs = raw.case_sensitive;
         let mut matchers = Vec::new();
         if let Some(values) = raw.equals {
-            let values = values
+            // `OneOrMany<Value>` reads a YAML list as one `Value::Sequence`: flatten it.
+            let values: Vec<yaml_serde::Value> = values
                 .into_vec()
+                .into_iter()
+                .flat_map(|v| match v {
+                    yaml_serde::Value::Sequence(items) => items,
+                    other => vec![other],
+                })
+                .collect();
+            let values = values
                 .iter()
                 .map(|v| {
                     scalar_text(v).map(|s| s.into_owned()).ok_or_else(|| {
@@ -441,4 +449,30 @@ pub fn compile_condition(raw: RawCondition) -> Result<Condition, String> {
     } else {
         condition
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reported by the rule authors: a list under `equals` was rejected.
+    #[test]
+    fn equals_takes_a_list() {
+        let yaml = "rules:\n  - id: t\n    title: t\n    severity: low\n    cloud: aws\n    domain: data\n    match:\n      service: s3.amazonaws.com\n      where:\n        - field: requestParameters.x\n          equals: [a, 2, true]\n        - field: requestParameters.y\n          one_of: [b]\n";
+        let rules = parse_rule_file(yaml, Path::new("t.yaml")).unwrap();
+        let Condition::AllOf(conditions) = &rules[0].condition else {
+            panic!()
+        };
+        let Condition::Field {
+            matcher: Matcher::Equals { values, .. },
+            ..
+        } = &conditions[0]
+        else {
+            panic!()
+        };
+        assert_eq!(
+            values.iter().map(|v| &**v).collect::<Vec<_>>(),
+            ["a", "2", "true"]
+        );
+    }
 }

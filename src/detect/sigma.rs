@@ -531,7 +531,7 @@ fn value_matcher(
             return Matcher::regex(&s.original, true);
         }
         SigmaValue::String(s) if modifiers.contains(&Modifier::Cidr) => {
-            return Matcher::cidr(&[s.original.clone()]);
+            return Matcher::cidr(std::slice::from_ref(&s.original));
         }
         SigmaValue::String(s) => {
             let mode = modifiers.iter().find(|m| {
