@@ -559,7 +559,7 @@ fn index_keys(rule: &SigmaRule, source: Source) -> (Vec<String>, Vec<String>) {
     let mut operations = Vec::new();
     let mut required = Vec::new();
     if rule.detection.conditions.len() == 1 {
-        required_identifiers(&rule.detection.conditions[0], &mut required);
+        required_identifiers(rule, &rule.detection.conditions[0], &mut required);
     }
     for name in required {
         let Some(Detection::AllOf(items)) = rule.detection.named.get(&name) else {
@@ -595,11 +595,24 @@ fn index_keys(rule: &SigmaRule, source: Source) -> (Vec<String>, Vec<String>) {
     (services, operations)
 }
 
-/// Identifiers that must hold for the condition to hold (positive, under ANDs).
-fn required_identifiers(expr: &ConditionExpr, out: &mut Vec<String>) {
+/// Identifiers that must hold for the condition to hold (positive, under ANDs,
+/// including every name an `all of pattern` selector covers).
+fn required_identifiers(rule: &SigmaRule, expr: &ConditionExpr, out: &mut Vec<String>) {
     match expr {
         ConditionExpr::Identifier(name) => out.push(name.clone()),
-        ConditionExpr::And(parts) => parts.iter().for_each(|p| required_identifiers(p, out)),
+        ConditionExpr::And(parts) => parts
+            .iter()
+            .for_each(|p| required_identifiers(rule, p, out)),
+        ConditionExpr::Selector {
+            quantifier: SigmaQuantifier::All,
+            pattern,
+        } => out.extend(
+            rule.detection
+                .named
+                .keys()
+                .filter(|name| pattern.matches_detection_name(name))
+                .cloned(),
+        ),
         _ => {}
     }
 }
