@@ -22,3 +22,4 @@ pub mod config;
 pub mod detect;
 pub mod event;
 pub mod matrix;
+pub mod util;

@@ -313,8 +313,12 @@ impl Detector {
     }
 
     fn boundaries(&self, event: &AuditEvent<'_>, source: SourceRef<'_>, out: &mut Vec<Finding>) {
+        let mut boundaries = self.matrix.boundaries_for(event.account.as_deref()).peekable();
+        if boundaries.peek().is_none() {
+            return;
+        }
         let service = event.service.to_ascii_lowercase();
-        for boundary in self.matrix.boundaries_for(event.account.as_deref()) {
+        for boundary in boundaries {
             if boundary.authorized_services.contains(&service) {
                 continue;
             }

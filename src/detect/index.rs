@@ -9,14 +9,13 @@
 //! - neither: the short per-cloud fallback list.
 //!
 //! Keys are lower-cased: Azure writes operation names in any case. Lookup keys
-//! are built in a stack buffer, so a lookup allocates nothing.
+//! are built in a stack buffer ([`LowerKey`]), so a lookup allocates nothing.
 
 use std::collections::HashMap;
 
 use super::rule::Rule;
 use crate::event::{AuditEvent, Cloud};
-
-const KEY_BUFFER: usize = 256;
+use crate::util::LowerKey;
 
 #[derive(Debug, Default)]
 pub struct RuleIndex {
@@ -35,34 +34,13 @@ fn cloud_slot(cloud: Cloud) -> usize {
 }
 
 fn owned_key(parts: &[&str]) -> Box<str> {
-    parts.join("|").to_ascii_lowercase().into_boxed_str()
-}
-
-/// Writes the lower-cased `a|b(|c)` key into `buf`; `None` if it does not fit.
-fn stack_key<'b>(buf: &'b mut [u8; KEY_BUFFER], parts: &[&str]) -> Option<&'b str> {
-    let mut len = 0;
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 {
-            *buf.get_mut(len)? = b'|';
-            len += 1;
-        }
-        let bytes = part.as_bytes();
-        let dest = buf.get_mut(len..len + bytes.len())?;
-        dest.copy_from_slice(bytes);
-        dest.make_ascii_lowercase();
-        len += bytes.len();
-    }
-    // Lower-casing ASCII bytes keeps UTF-8 valid.
-    std::str::from_utf8(&buf[..len]).ok()
+    LowerKey::owned(parts)
 }
 
 fn lookup<'m>(map: &'m HashMap<Box<str>, Vec<u32>>, parts: &[&str]) -> &'m [u32] {
-    let mut buf = [0u8; KEY_BUFFER];
-    let found = match stack_key(&mut buf, parts) {
-        Some(key) => map.get(key),
-        None => map.get(&*owned_key(parts)),
-    };
-    found.map(Vec::as_slice).unwrap_or(&[])
+    LowerKey::with(parts, |key| map.get(key))
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
 }
 
 impl RuleIndex {
@@ -130,24 +108,5 @@ impl RuleIndex {
     /// Number of rules in the fallback lists (checked at every event).
     pub fn fallback_len(&self) -> usize {
         self.fallback.iter().map(Vec::len).sum()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stack_keys_are_lower_cased_and_bounded() {
-        let mut buf = [0u8; KEY_BUFFER];
-        assert_eq!(
-            stack_key(
-                &mut buf,
-                &["azure", "Microsoft.Storage", "MICROSOFT.STORAGE/X"]
-            ),
-            Some("azure|microsoft.storage|microsoft.storage/x")
-        );
-        let long = "x".repeat(300);
-        assert_eq!(stack_key(&mut buf, &["aws", &long]), None);
     }
 }

@@ -127,7 +127,17 @@ impl Source {
                 .map_err(|e| e.to_string())
         };
         match self {
-            Source::CloudTrail => native(name),
+            // Fields the normalized event holds verbatim are read from it: no
+            // scan of the record. The rest are native paths.
+            Source::CloudTrail => match name {
+                "eventSource" => event(EventField::Service),
+                "eventName" => event(EventField::Operation),
+                "errorCode" => event(EventField::ErrorCode),
+                "userAgent" => event(EventField::UserAgent),
+                "sourceIPAddress" => event(EventField::SourceIp),
+                "awsRegion" => event(EventField::Region),
+                other => native(other),
+            },
             Source::ActivityLogs | Source::EntraAuditLogs => match name {
                 "operationName"
                 | "OperationName"

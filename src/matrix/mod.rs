@@ -29,6 +29,7 @@ use globset::{GlobBuilder, GlobMatcher};
 use serde::{Deserialize, Serialize};
 
 use crate::event::Cloud;
+use crate::util::LowerKey;
 
 pub use raw::RawMatrix;
 
@@ -234,8 +235,8 @@ pub struct Review {
 /// The validated matrix. See the module docs.
 #[derive(Clone, Debug, Default)]
 pub struct Matrix {
-    /// Keyed by (cloud, lower-cased service).
-    services: HashMap<(Cloud, String), ServiceEntry>,
+    /// Keyed by `cloud|service`, lower-cased (see [`crate::util::LowerKey`]).
+    services: HashMap<Box<str>, (String, ServiceEntry)>,
     pub tiers: Vec<TierRule>,
     pub owners: Vec<OwnerRule>,
     pub change_paths: Vec<ChangePath>,
@@ -278,21 +279,18 @@ impl Matrix {
     }
 
     pub(crate) fn insert_service(&mut self, name: &str, entry: ServiceEntry) {
-        self.services
-            .insert((entry.cloud, name.to_ascii_lowercase()), entry);
+        let key = LowerKey::owned(&[entry.cloud.as_str(), name]);
+        self.services.insert(key, (name.to_owned(), entry));
     }
 
+    /// The service's row; case-insensitive, no allocation.
     pub fn service(&self, cloud: Cloud, service: &str) -> Option<&ServiceEntry> {
-        if service.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.services.get(&(cloud, service.to_ascii_lowercase()))
-        } else {
-            // Avoid the allocation for the common, already lower-case, case.
-            self.services.get(&(cloud, service.to_owned()))
-        }
+        LowerKey::with(&[cloud.as_str(), service], |key| self.services.get(key)).map(|(_, entry)| entry)
     }
 
-    pub fn services(&self) -> impl Iterator<Item = (&(Cloud, String), &ServiceEntry)> {
-        self.services.iter()
+    /// (name as written, row) for every service.
+    pub fn services(&self) -> impl Iterator<Item = (&str, &ServiceEntry)> {
+        self.services.values().map(|(name, entry)| (name.as_str(), entry))
     }
 
     /// Who owns `domain` for this service; `None` for an unmapped service.
