@@ -46,9 +46,10 @@ mod tests {
 
     #[test]
     fn keys_are_lower_cased_on_the_stack_and_on_the_heap() {
-        LowerKey::with(&["azure", "Microsoft.Storage", "MICROSOFT.STORAGE/X"], |k| {
-            assert_eq!(k, "azure|microsoft.storage|microsoft.storage/x")
-        });
+        LowerKey::with(
+            &["azure", "Microsoft.Storage", "MICROSOFT.STORAGE/X"],
+            |k| assert_eq!(k, "azure|microsoft.storage|microsoft.storage/x"),
+        );
         let long = "X".repeat(300);
         LowerKey::with(&["aws", &long], |k| assert_eq!(k.len(), 304));
         assert_eq!(&*LowerKey::owned(&["A", "B"]), "a|b");

@@ -18,7 +18,7 @@ use aho_corasick::AhoCorasick;
 use ipnet::IpNet;
 use regex::Regex;
 
-use crate::event::field::{self, FieldPath, FieldValue, ValueKind};
+use crate::event::field::{FieldPath, FieldValue, ValueKind};
 use crate::event::{AuditEvent, parse_ip_tolerant};
 
 /// A normalized field of [`AuditEvent`], addressed as `event.<name>`.
@@ -172,21 +172,19 @@ impl FieldSource {
         match self {
             FieldSource::Event(field) => field.visit(event, f),
             FieldSource::RawText => f(&event.raw),
-            FieldSource::Native(path) => {
-                field::visit(&event.raw, path, &mut |value: FieldValue<'_>| {
-                    if value.kind() == ValueKind::Array {
-                        let mut flow = ControlFlow::Continue(());
-                        value.for_each_element(|element| {
-                            if flow.is_continue() {
-                                flow = visit_scalar(&element, f);
-                            }
-                        });
-                        flow
-                    } else {
-                        visit_scalar(&value, f)
-                    }
-                })
-            }
+            FieldSource::Native(path) => event.visit_field(path, &mut |value: FieldValue<'_>| {
+                if value.kind() == ValueKind::Array {
+                    let mut flow = ControlFlow::Continue(());
+                    value.for_each_element(|element| {
+                        if flow.is_continue() {
+                            flow = visit_scalar(&element, f);
+                        }
+                    });
+                    flow
+                } else {
+                    visit_scalar(&value, f)
+                }
+            }),
         }
     }
 }

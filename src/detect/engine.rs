@@ -313,7 +313,10 @@ impl Detector {
     }
 
     fn boundaries(&self, event: &AuditEvent<'_>, source: SourceRef<'_>, out: &mut Vec<Finding>) {
-        let mut boundaries = self.matrix.boundaries_for(event.account.as_deref()).peekable();
+        let mut boundaries = self
+            .matrix
+            .boundaries_for(event.account.as_deref())
+            .peekable();
         if boundaries.peek().is_none() {
             return;
         }

@@ -16,8 +16,8 @@ use super::decode::{ErrorReason, Rejection, get_str, hash_fields, reject};
 use super::probe::{AwsIdentity, Key, Probe, parse_bool_text};
 use super::time::parse_time;
 use super::{
-    AuditEvent, Cloud, EventId, Outcome, Principal, PrincipalKind, Resource, Shape, SourceIp, Str,
-    non_empty,
+    AuditEvent, Cloud, EventId, HotSubtree, Outcome, Principal, PrincipalKind, Resource, Shape,
+    SourceIp, Str, non_empty,
 };
 
 pub(crate) fn normalize<'a>(
@@ -109,6 +109,7 @@ pub(crate) fn normalize<'a>(
         read_only: probe.bool_like(Key::ReadOnly)?,
         resources: resources(probe.array(Key::Resources)?),
         raw: Cow::Borrowed(raw),
+        hot: HotSubtree::locate("requestParameters", raw, probe.raw(Key::RequestParameters)),
     })
 }
 

@@ -23,8 +23,8 @@ use super::decode::{ErrorReason, Rejection, get_str, hash_fields, json_string, r
 use super::probe::{Key, Probe};
 use super::time::parse_time;
 use super::{
-    AuditEvent, Cloud, EventId, Outcome, Principal, PrincipalKind, Resource, Shape, SourceIp, Str,
-    non_empty,
+    AuditEvent, Cloud, EventId, HotSubtree, Outcome, Principal, PrincipalKind, Resource, Shape,
+    SourceIp, Str, non_empty,
 };
 
 /// Resource providers by canonical spelling; logs upper-case them freely.
@@ -350,6 +350,7 @@ pub(crate) fn normalize<'a>(
         read_only,
         resources,
         raw: Cow::Borrowed(raw),
+        hot: HotSubtree::locate("properties", raw, probe.raw(Key::Properties)),
     })
 }
 

@@ -251,6 +251,15 @@ pub fn visit<'a>(
     visit_segments(Cow::Borrowed(json), &path.segments, f)
 }
 
+/// Like [`visit`], on a value already reached by the path's first segment.
+pub(crate) fn visit_after_first<'a>(
+    value_json: &'a str,
+    path: &FieldPath,
+    f: &mut dyn FnMut(FieldValue<'a>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    visit_segments(Cow::Borrowed(value_json), &path.segments[1..], f)
+}
+
 fn visit_segments<'a>(
     json: Cow<'a, str>,
     segments: &[Segment],

@@ -18,8 +18,8 @@ use super::decode::{ErrorReason, Rejection, get_str, hash_fields, reject, sub_st
 use super::probe::{GcpAuditLog, GcpAuthenticationInfo, GcpMonitoredResource, Key, Probe};
 use super::time::parse_time;
 use super::{
-    AuditEvent, Cloud, EventId, Outcome, Principal, PrincipalKind, Resource, Shape, SourceIp, Str,
-    non_empty,
+    AuditEvent, Cloud, EventId, HotSubtree, Outcome, Principal, PrincipalKind, Resource, Shape,
+    SourceIp, Str, non_empty,
 };
 
 const AUDIT_LOG_TYPE: &str = "type.googleapis.com/google.cloud.audit.AuditLog";
@@ -168,6 +168,7 @@ pub(crate) fn normalize<'a>(
         read_only,
         resources,
         raw: Cow::Borrowed(raw),
+        hot: HotSubtree::locate("protoPayload", raw, probe.raw(Key::ProtoPayload)),
     })
 }
 

@@ -365,12 +365,59 @@ pub struct AuditEvent<'a> {
     /// The native record's JSON text, the base of [`AuditEvent::field`].
     #[serde(skip)]
     pub raw: Str<'a>,
+    /// Where the subtree most rule paths start from sits in `raw`
+    /// (`requestParameters`, `properties`, `protoPayload`), so lookups under
+    /// it skip the scan of the rest of the record.
+    #[serde(skip)]
+    pub(crate) hot: Option<HotSubtree>,
+}
+
+/// A top-level key's value, as a byte range of [`AuditEvent::raw`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HotSubtree {
+    pub key: &'static str,
+    pub start: u32,
+    pub end: u32,
+}
+
+impl HotSubtree {
+    /// Locates `value` (a slice of `raw`) under `key`.
+    pub(crate) fn locate(key: &'static str, raw: &str, value: Option<&str>) -> Option<HotSubtree> {
+        let value = value?;
+        let start = (value.as_ptr() as usize).checked_sub(raw.as_ptr() as usize)?;
+        let end = start.checked_add(value.len())?;
+        (end <= raw.len()).then_some(HotSubtree {
+            key,
+            start: u32::try_from(start).ok()?,
+            end: u32::try_from(end).ok()?,
+        })
+    }
 }
 
 impl<'a> AuditEvent<'a> {
     /// Looks up a native field of the record by path; see [`field`].
     pub fn field(&self, path: &FieldPath) -> Option<FieldValue<'_>> {
-        field::lookup(&self.raw, path)
+        let mut found = None;
+        let _ = self.visit_field(path, &mut |value| {
+            found = Some(value);
+            std::ops::ControlFlow::Break(())
+        });
+        found
+    }
+
+    /// Calls `f` with every value the path reaches; see [`field::visit`].
+    pub fn visit_field<'s>(
+        &'s self,
+        path: &FieldPath,
+        f: &mut dyn FnMut(FieldValue<'s>) -> std::ops::ControlFlow<()>,
+    ) -> std::ops::ControlFlow<()> {
+        if let (Some(hot), Some(field::Segment::Key(first))) = (self.hot, path.segments().first())
+            && first == hot.key
+            && let Some(subtree) = self.raw.get(hot.start as usize..hot.end as usize)
+        {
+            return field::visit_after_first(subtree, path, f);
+        }
+        field::visit(&self.raw, path, f)
     }
 
     /// Detaches the event from the buffer it was parsed from.
@@ -418,6 +465,7 @@ impl<'a> AuditEvent<'a> {
                 })
                 .collect(),
             raw: own(self.raw),
+            hot: self.hot,
         }
     }
 }

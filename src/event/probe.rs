@@ -284,6 +284,7 @@ pub(crate) enum Key {
     AdditionalEventData,
     ResponseElements,
     InsightDetails,
+    RequestParameters,
     // Azure Event Hubs / storage shape
     Time,
     ResourceId,
@@ -326,7 +327,7 @@ pub(crate) enum Key {
     Resource,
 }
 
-const KEY_COUNT: usize = 65;
+const KEY_COUNT: usize = 66;
 
 impl Key {
     fn from_name(name: &str) -> Option<Key> {
@@ -359,6 +360,7 @@ impl Key {
             "additionalEventData" => Key::AdditionalEventData,
             "responseElements" => Key::ResponseElements,
             "insightDetails" => Key::InsightDetails,
+            "requestParameters" => Key::RequestParameters,
             "time" => Key::Time,
             "resourceId" => Key::ResourceId,
             "operationName" => Key::OperationName,
@@ -431,6 +433,7 @@ impl Key {
             Key::AdditionalEventData => "additionalEventData",
             Key::ResponseElements => "responseElements",
             Key::InsightDetails => "insightDetails",
+            Key::RequestParameters => "requestParameters",
             Key::Time => "time",
             Key::ResourceId => "resourceId",
             Key::OperationName => "operationName",

@@ -285,12 +285,15 @@ impl Matrix {
 
     /// The service's row; case-insensitive, no allocation.
     pub fn service(&self, cloud: Cloud, service: &str) -> Option<&ServiceEntry> {
-        LowerKey::with(&[cloud.as_str(), service], |key| self.services.get(key)).map(|(_, entry)| entry)
+        LowerKey::with(&[cloud.as_str(), service], |key| self.services.get(key))
+            .map(|(_, entry)| entry)
     }
 
     /// (name as written, row) for every service.
     pub fn services(&self) -> impl Iterator<Item = (&str, &ServiceEntry)> {
-        self.services.values().map(|(name, entry)| (name.as_str(), entry))
+        self.services
+            .values()
+            .map(|(name, entry)| (name.as_str(), entry))
     }
 
     /// Who owns `domain` for this service; `None` for an unmapped service.
