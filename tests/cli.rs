@@ -204,3 +204,122 @@ fn the_config_file_sets_defaults_and_flags_override_it() {
         "{stderr}"
     );
 }
+
+#[test]
+fn matrix_check_reports_errors_with_line_numbers_and_old_reviews() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("matrix.toml");
+    std::fs::write(&bad, "[review]\nlast_reviewed = 2020-01-01\n\n[services.\"s3.amazonaws.com\"]\ncloud = \"aws\"\nmodel = \"paas\"\n").unwrap();
+    let out = seamwatch()
+        .args(["matrix", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("line 4") && stdout.contains("identity"),
+        "{stdout}"
+    );
+
+    let old = dir.path().join("old.toml");
+    std::fs::write(&old, "[review]\nlast_reviewed = 2020-01-01\n").unwrap();
+    let out = seamwatch()
+        .args(["matrix", "check"])
+        .arg(&old)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("days ago"));
+
+    let out = seamwatch()
+        .args(["matrix", "check"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/responsibility.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
+}
+
+#[test]
+fn rules_test_and_check_report_pass_fail_and_rejections() {
+    let out = seamwatch()
+        .args(["rules", "test", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(" 0 failed"));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "rules:\n  - id: bad\n    title: t\n    severity: low\n    cloud: aws\n    domain: data\n    match:\n      service: s3.amazonaws.com\n      where:\n        - field: x\n          regex: '('\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("failing.yaml"),
+        "rules:\n  - id: failing\n    title: t\n    severity: low\n    cloud: aws\n    domain: data\n    match:\n      service: s3.amazonaws.com\n      operation: PutBucketAcl\n    tests:\n      - expect: match\n        event: {\"eventSource\": \"s3.amazonaws.com\", \"eventName\": \"GetObject\", \"eventTime\": \"2024-01-01T00:00:00Z\"}\n",
+    )
+    .unwrap();
+    let out = seamwatch()
+        .args(["rules", "check"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("rejected") && stdout.contains("bad regex"),
+        "{stdout}"
+    );
+    let out = seamwatch()
+        .args(["rules", "test"])
+        .arg(dir.path().join("failing.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("FAIL") && stdout.contains("did not match"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn replay_prints_findings_for_an_attack() {
+    let out = seamwatch()
+        .args(["replay"])
+        .arg(fixtures().join("aws/cloudtrail-records.jsonl"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let findings = stdout_lines(&out);
+    let rules: Vec<&str> = findings
+        .iter()
+        .filter_map(|f| f["rule_id"].as_str())
+        .collect();
+    assert!(
+        rules.contains(&"aws.logging.cloudtrail_stopped"),
+        "{rules:?}"
+    );
+    assert!(
+        rules.contains(&"aws.network.sg_ingress_open_to_internet"),
+        "{rules:?}"
+    );
+    let stopped = findings
+        .iter()
+        .find(|f| f["rule_id"] == "aws.logging.cloudtrail_stopped")
+        .unwrap();
+    assert_eq!(stopped["responsibility"], "customer");
+    assert!(
+        stopped["evidence"][0]["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("cloudtrail-records.jsonl:1")
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("findings"));
+}
