@@ -115,6 +115,11 @@ fn at_least_90_percent_of_the_sigmahq_cloud_rules_load() {
     let report = load_path(&dir).unwrap();
     let total = report.rules.len() + report.rejected.len();
     assert_eq!(total, 152);
+    assert!(
+        report.rejected.is_empty(),
+        "rejected: {:?}",
+        report.rejected
+    );
     let ratio = report.rules.len() as f64 / total as f64;
     eprintln!(
         "{} of {total} SigmaHQ cloud rules loaded; rejected: {:?}",
@@ -125,4 +130,22 @@ fn at_least_90_percent_of_the_sigmahq_cloud_rules_load() {
     for rejected in &report.rejected {
         assert!(!rejected.reason.is_empty());
     }
+}
+
+#[test]
+fn fieldref_compares_two_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.yml"),
+        "title: t\nid: 7f1b7a3e-0000-4000-8000-000000000009\nlogsource:\n    product: aws\n    service: cloudtrail\ndetection:\n    selection:\n        eventName: UpdateLoginProfile\n    filter_self:\n        userIdentity.userName|fieldref: requestParameters.userName\n    condition: selection and not filter_self\nlevel: high\n",
+    )
+    .unwrap();
+    let set = RuleSet::new(load_path(dir.path()).unwrap().rules);
+    let event = |target: &str| {
+        format!(
+            r#"{{"eventVersion":"1.08","eventTime":"2024-01-01T00:00:00Z","eventSource":"iam.amazonaws.com","eventName":"UpdateLoginProfile","eventID":"e","userIdentity":{{"type":"IAMUser","userName":"alice"}},"requestParameters":{{"userName":"{target}"}}}}"#
+        )
+    };
+    assert_eq!(matched(&set, &event("bob")).len(), 1);
+    assert!(matched(&set, &event("alice")).is_empty());
 }

@@ -339,6 +339,11 @@ pub enum Condition {
         matcher: Matcher,
         quantifier: Quantifier,
     },
+    /// A value of `field` equals a value of `other` (Sigma's `fieldref`).
+    FieldRef {
+        field: FieldSource,
+        other: FieldSource,
+    },
     /// A constant, for empty groups and Sigma's keyword-free edge cases.
     Const(bool),
 }
@@ -350,6 +355,23 @@ impl Condition {
             Condition::AnyOf(any) => any.iter().any(|c| c.matches(event)),
             Condition::Not(inner) => !inner.matches(event),
             Condition::Const(b) => *b,
+            Condition::FieldRef { field, other } => {
+                let mut others: Vec<String> = Vec::new();
+                let _ = other.visit(event, &mut |v| {
+                    others.push(v.to_owned());
+                    ControlFlow::Continue(())
+                });
+                let mut found = false;
+                let _ = field.visit(event, &mut |v| {
+                    found = others.iter().any(|o| o.eq_ignore_ascii_case(v));
+                    if found {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                });
+                found
+            }
             Condition::Field {
                 source,
                 matcher,

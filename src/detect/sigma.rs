@@ -14,9 +14,9 @@
 //!
 //! Matching follows Sigma: strings compare case-insensitively, `*` and `?` are
 //! wildcards, a list means any value, `|all` means every value, `null` means
-//! absent, `|re` is a case-sensitive regular expression. Rules that use what
-//! seamwatch cannot evaluate (`fieldref`, `base64`, `N of`, unknown log
-//! sources) are rejected with the reason, never half-loaded.
+//! absent, `|re` is a case-sensitive regular expression, `|fieldref` compares
+//! two fields. Rules that use what seamwatch cannot evaluate (`base64`, `N of`,
+//! unknown log sources) are rejected with the reason, never half-loaded.
 //!
 //! Indexing: when a selection the condition requires fixes `eventName`
 //! (`operationName`, `methodName`) or `eventSource` to plain values, the rule is
@@ -419,12 +419,40 @@ fn compile_item(item: &DetectionItem, source: Source) -> Result<Condition, Strin
             | Modifier::Gte
             | Modifier::Lt
             | Modifier::Lte
-            | Modifier::Neq => {}
+            | Modifier::Neq
+            | Modifier::FieldRef => {}
             other => return Err(format!("modifier `{other:?}` on `{name}` is not supported")),
         }
     }
     let all = modifiers.contains(&Modifier::All);
     let neq = modifiers.contains(&Modifier::Neq);
+    if modifiers.contains(&Modifier::FieldRef) {
+        let refs = item
+            .values
+            .iter()
+            .map(|v| match v {
+                SigmaValue::String(s) => {
+                    source
+                        .map_field(&s.original)
+                        .map(|other| Condition::FieldRef {
+                            field: field.clone(),
+                            other,
+                        })
+                }
+                _ => Err(format!("`{name}|fieldref` needs a field name")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let combined = if all {
+            Condition::AllOf(refs)
+        } else {
+            Condition::AnyOf(refs)
+        };
+        return Ok(if neq {
+            Condition::Not(Box::new(combined))
+        } else {
+            combined
+        });
+    }
     let mut conditions = Vec::new();
     for value in &item.values {
         let matcher = if matches!(value, SigmaValue::Null) {
