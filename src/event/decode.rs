@@ -810,11 +810,18 @@ fn inflate(payload: &[u8], limit: usize) -> Result<Vec<u8>, Rejection> {
 
 /// Non-blank lines with their 1-based numbers; `\r\n` endings are trimmed.
 fn lines(bytes: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
-    bytes
-        .split(|b| *b == b'\n')
-        .enumerate()
-        .map(|(i, line)| (i as u64 + 1, line.strip_suffix(b"\r").unwrap_or(line)))
-        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+    // memchr finds the line ends (SIMD); a byte-by-byte split was 12% of a replay.
+    let mut start = 0usize;
+    let mut ends = memchr::memchr_iter(b'\n', bytes).chain(std::iter::once(bytes.len()));
+    let mut line_no = 0u64;
+    std::iter::from_fn(move || {
+        let end = ends.next()?;
+        let line = bytes.get(start..end).unwrap_or_default();
+        start = end + 1;
+        line_no += 1;
+        Some((line_no, line.strip_suffix(b"\r").unwrap_or(line)))
+    })
+    .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
 }
 
 /// See the module docs, step 3.
