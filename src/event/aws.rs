@@ -69,7 +69,17 @@ pub(crate) fn normalize<'a>(
     };
 
     let is_console_login = operation == "ConsoleLogin";
-    let mut principal = principal(probe.typed::<AwsIdentity<'a>>(Key::UserIdentity)?);
+    let identity = match &probe.user_identity {
+        Some(Some(identity)) => Some(identity.clone()),
+        Some(None) => {
+            return reject(
+                ErrorReason::WrongType,
+                "field `userIdentity` must be an object",
+            );
+        }
+        None => None,
+    };
+    let mut principal = principal(identity);
     // Console sign-ins report MFA in `additionalEventData.MFAUsed`.
     if is_console_login
         && let Some(mfa) = probe.object(Key::AdditionalEventData)?.and_then(mfa_used)
