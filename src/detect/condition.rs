@@ -18,7 +18,7 @@ use aho_corasick::AhoCorasick;
 use ipnet::IpNet;
 use regex::Regex;
 
-use crate::event::field::{FieldPath, FieldValue, ValueKind};
+use crate::event::field::{self, FieldPath, FieldValue, ValueKind};
 use crate::event::{AuditEvent, parse_ip_tolerant};
 
 /// A normalized field of [`AuditEvent`], addressed as `event.<name>`.
@@ -134,6 +134,14 @@ impl EventField {
     }
 }
 
+/// What a condition is evaluated against: the whole event, or one element of
+/// a list inside it (an `each` group), whose native paths are relative to it.
+#[derive(Clone, Copy)]
+pub enum Scope<'s, 'e> {
+    Event(&'s AuditEvent<'e>),
+    Element(&'s str),
+}
+
 /// Where a condition reads its values.
 #[derive(Clone, Debug)]
 pub enum FieldSource {
@@ -166,25 +174,63 @@ impl FieldSource {
     /// count as their elements; nulls do not count.
     fn visit(
         &self,
-        event: &AuditEvent<'_>,
+        scope: Scope<'_, '_>,
         f: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
-        match self {
-            FieldSource::Event(field) => field.visit(event, f),
-            FieldSource::RawText => f(&event.raw),
-            FieldSource::Native(path) => event.visit_field(path, &mut |value: FieldValue<'_>| {
-                if value.kind() == ValueKind::Array {
-                    let mut flow = ControlFlow::Continue(());
-                    value.for_each_element(|element| {
-                        if flow.is_continue() {
-                            flow = visit_scalar(&element, f);
-                        }
-                    });
-                    flow
-                } else {
-                    visit_scalar(&value, f)
-                }
-            }),
+        let mut scalars = |value: FieldValue<'_>| {
+            if value.kind() == ValueKind::Array {
+                let mut flow = ControlFlow::Continue(());
+                value.for_each_element(|element| {
+                    if flow.is_continue() {
+                        flow = visit_scalar(&element, f);
+                    }
+                });
+                flow
+            } else {
+                visit_scalar(&value, f)
+            }
+        };
+        match (self, scope) {
+            (FieldSource::Event(field), Scope::Event(event)) => field.visit(event, f),
+            // Normalized fields belong to the event, not to a list element.
+            (FieldSource::Event(_), Scope::Element(_)) => ControlFlow::Continue(()),
+            (FieldSource::RawText, Scope::Event(event)) => f(&event.raw),
+            (FieldSource::RawText, Scope::Element(json)) => f(json),
+            (FieldSource::Native(path), Scope::Event(event)) => {
+                event.visit_field(path, &mut scalars)
+            }
+            (FieldSource::Native(path), Scope::Element(json)) => {
+                field::visit(json, path, &mut scalars)
+            }
+        }
+    }
+
+    /// Calls `f` with each element reached by the path: the elements of arrays,
+    /// objects as they are.
+    fn visit_elements(
+        &self,
+        scope: Scope<'_, '_>,
+        f: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        let mut each = |value: FieldValue<'_>| match value.kind() {
+            ValueKind::Array => {
+                let mut flow = ControlFlow::Continue(());
+                value.for_each_element(|element| {
+                    if flow.is_continue() {
+                        flow = f(element.raw_json());
+                    }
+                });
+                flow
+            }
+            ValueKind::Object => f(value.raw_json()),
+            _ => ControlFlow::Continue(()),
+        };
+        match (self, scope) {
+            (FieldSource::Native(path), Scope::Event(event)) => event.visit_field(path, &mut each),
+            (FieldSource::Native(path), Scope::Element(json)) => {
+                field::visit(json, path, &mut each)
+            }
+            _ => ControlFlow::Continue(()),
         }
     }
 }
@@ -339,6 +385,13 @@ pub enum Condition {
         matcher: Matcher,
         quantifier: Quantifier,
     },
+    /// Conditions that must hold together on one element of a list (any
+    /// element, or every element with `Quantifier::All`): `each` groups.
+    Each {
+        path: FieldSource,
+        quantifier: Quantifier,
+        inner: Box<Condition>,
+    },
     /// A value of `field` equals a value of `other` (Sigma's `fieldref`).
     FieldRef {
         field: FieldSource,
@@ -350,19 +403,49 @@ pub enum Condition {
 
 impl Condition {
     pub fn matches(&self, event: &AuditEvent<'_>) -> bool {
+        self.matches_in(Scope::Event(event))
+    }
+
+    fn matches_in(&self, scope: Scope<'_, '_>) -> bool {
         match self {
-            Condition::AllOf(all) => all.iter().all(|c| c.matches(event)),
-            Condition::AnyOf(any) => any.iter().any(|c| c.matches(event)),
-            Condition::Not(inner) => !inner.matches(event),
+            Condition::AllOf(all) => all.iter().all(|c| c.matches_in(scope)),
+            Condition::AnyOf(any) => any.iter().any(|c| c.matches_in(scope)),
+            Condition::Not(inner) => !inner.matches_in(scope),
             Condition::Const(b) => *b,
+            Condition::Each {
+                path,
+                quantifier,
+                inner,
+            } => {
+                let (mut seen, mut matched, mut failed) = (false, false, false);
+                let _ = path.visit_elements(scope, &mut |element| {
+                    seen = true;
+                    let ok = inner.matches_in(Scope::Element(element));
+                    match quantifier {
+                        Quantifier::Any if ok => {
+                            matched = true;
+                            ControlFlow::Break(())
+                        }
+                        Quantifier::All if !ok => {
+                            failed = true;
+                            ControlFlow::Break(())
+                        }
+                        _ => ControlFlow::Continue(()),
+                    }
+                });
+                match quantifier {
+                    Quantifier::Any => matched,
+                    Quantifier::All => seen && !failed,
+                }
+            }
             Condition::FieldRef { field, other } => {
                 let mut others: Vec<String> = Vec::new();
-                let _ = other.visit(event, &mut |v| {
+                let _ = other.visit(scope, &mut |v| {
                     others.push(v.to_owned());
                     ControlFlow::Continue(())
                 });
                 let mut found = false;
-                let _ = field.visit(event, &mut |v| {
+                let _ = field.visit(scope, &mut |v| {
                     found = others.iter().any(|o| o.eq_ignore_ascii_case(v));
                     if found {
                         ControlFlow::Break(())
@@ -380,7 +463,7 @@ impl Condition {
                 let mut seen = false;
                 let mut failed = false;
                 let mut matched = false;
-                let _ = source.visit(event, &mut |value| {
+                let _ = source.visit(scope, &mut |value| {
                     seen = true;
                     if let Matcher::Exists(_) = matcher {
                         return ControlFlow::Break(());
@@ -558,5 +641,48 @@ mod tests {
         assert!(any_private.matches(&e));
         assert!(Condition::Not(Box::new(all_private)).matches(&e));
         assert!(FieldSource::parse("event.nope").is_err());
+    }
+
+    #[test]
+    fn each_tests_conditions_on_one_element_at_a_time() {
+        // Port 22 is open to 10/8, port 443 to the world: no single permission
+        // opens 22 to the world, though the fields taken apart would say so.
+        let json = SG.replace(
+            r#"{"fromPort":22,"toPort":22,"ipRanges":{"items":[{"cidrIp":"10.0.0.0/8"},{"cidrIp":"0.0.0.0/0"}]}}"#,
+            r#"{"fromPort":22,"toPort":22,"ipRanges":{"items":[{"cidrIp":"10.0.0.0/8"}]}},{"fromPort":443,"toPort":443,"ipRanges":{"items":[{"cidrIp":"0.0.0.0/0"}]}}"#,
+        );
+        let e = event(&json);
+        let eq = |v: &str| Matcher::Equals {
+            values: vec![v.into()],
+            case_sensitive: false,
+        };
+        let port22_open = |quantifier| Condition::Each {
+            path: FieldSource::parse("requestParameters.ipPermissions.items").unwrap(),
+            quantifier,
+            inner: Box::new(Condition::AllOf(vec![
+                field("fromPort", Matcher::Compare(CmpOp::Lte, 22.0)),
+                field("toPort", Matcher::Compare(CmpOp::Gte, 22.0)),
+                field("ipRanges.items.cidrIp", eq("0.0.0.0/0")),
+            ])),
+        };
+        assert!(!port22_open(Quantifier::Any).matches(&e));
+        let apart = Condition::AllOf(vec![
+            field(
+                "requestParameters.ipPermissions.items.fromPort",
+                Matcher::Compare(CmpOp::Lte, 22.0),
+            ),
+            field(
+                "requestParameters.ipPermissions.items.ipRanges.items.cidrIp",
+                eq("0.0.0.0/0"),
+            ),
+        ]);
+        assert!(apart.matches(&e), "fields taken apart over-match");
+        assert!(port22_open(Quantifier::Any).matches(&event(SG)));
+        let all_have_ranges = Condition::Each {
+            path: FieldSource::parse("requestParameters.ipPermissions.items").unwrap(),
+            quantifier: Quantifier::All,
+            inner: Box::new(field("ipRanges.items.cidrIp", Matcher::Exists(true))),
+        };
+        assert!(all_have_ranges.matches(&e));
     }
 }

@@ -113,6 +113,10 @@ pub struct RawCondition {
     pub field: Option<String>,
     pub any_of: Option<Vec<RawCondition>>,
     pub all_of: Option<Vec<RawCondition>>,
+    /// A list (native path) whose elements are tested one at a time with `where`.
+    pub each: Option<String>,
+    #[serde(rename = "where")]
+    pub each_where: Option<Vec<RawCondition>>,
     #[serde(alias = "one_of")]
     pub equals: Option<OneOrMany<yaml_serde::Value>>,
     pub contains: Option<OneOrMany<String>>,
@@ -344,7 +348,30 @@ fn boxed(values: Vec<String>) -> Vec<Box<str>> {
 
 pub fn compile_condition(raw: RawCondition) -> Result<Condition, String> {
     let negate = raw.negate;
-    let condition = if let Some(any) = raw.any_of {
+    let condition = if let Some(path) = raw.each {
+        let source = FieldSource::parse(&path)?;
+        if !matches!(source, FieldSource::Native(_)) {
+            return Err(format!("`each: {path}` needs a native path to a list"));
+        }
+        let Some(inner) = raw.each_where else {
+            return Err(format!(
+                "`each: {path}` needs `where:` conditions on the element"
+            ));
+        };
+        let inner = inner
+            .into_iter()
+            .map(compile_condition)
+            .collect::<Result<Vec<_>, _>>()?;
+        Condition::Each {
+            path: source,
+            quantifier: if raw.all {
+                Quantifier::All
+            } else {
+                Quantifier::Any
+            },
+            inner: Box::new(Condition::AllOf(inner)),
+        }
+    } else if let Some(any) = raw.any_of {
         Condition::AnyOf(
             any.into_iter()
                 .map(compile_condition)
@@ -474,5 +501,31 @@ mod tests {
             values.iter().map(|v| &**v).collect::<Vec<_>>(),
             ["a", "2", "true"]
         );
+    }
+}
+
+#[cfg(test)]
+mod each_tests {
+    use super::*;
+
+    #[test]
+    fn each_groups_parse_and_require_where() {
+        let ok = "rules:\n  - id: t\n    title: t\n    severity: low\n    cloud: gcp\n    domain: identity\n    match:\n      service: cloudresourcemanager.googleapis.com\n      where:\n        - each: protoPayload.serviceData.policyDelta.bindingDeltas\n          where:\n            - field: role\n              equals: roles/owner\n            - field: action\n              equals: ADD\n";
+        let rules = parse_rule_file(ok, Path::new("t.yaml")).unwrap();
+        let Condition::AllOf(conditions) = &rules[0].condition else {
+            panic!()
+        };
+        assert!(matches!(
+            conditions[0],
+            Condition::Each {
+                quantifier: Quantifier::Any,
+                ..
+            }
+        ));
+        let missing = ok.replace("          where:\n            - field: role\n              equals: roles/owner\n            - field: action\n              equals: ADD\n", "");
+        let err = parse_rule_file(&missing, Path::new("t.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs `where:`"), "{err}");
     }
 }
