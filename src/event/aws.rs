@@ -21,7 +21,7 @@ use super::{
 };
 
 pub(crate) fn normalize<'a>(
-    probe: &Probe<'a>,
+    probe: &mut Probe<'a>,
     raw: &'a str,
     shape: Shape,
 ) -> Result<AuditEvent<'a>, Rejection> {
@@ -69,8 +69,8 @@ pub(crate) fn normalize<'a>(
     };
 
     let is_console_login = operation == "ConsoleLogin";
-    let identity = match &probe.user_identity {
-        Some(Some(identity)) => Some(identity.clone()),
+    let identity = match probe.take_user_identity() {
+        Some(Some(identity)) => Some(identity),
         Some(None) => {
             return reject(
                 ErrorReason::WrongType,

@@ -520,8 +520,9 @@ where
             self.emit_error(location, ErrorReason::BadEnvelope, detail, text.as_bytes());
             return;
         }
-        let probe = match Probe::parse(text) {
-            Ok(probe) => probe,
+        let mut probe = Probe::new();
+        match probe.parse_into(text) {
+            Ok(()) => {}
             Err((reason, detail)) => {
                 if reason == ErrorReason::Truncated
                     && let Some((records, shape)) = truncated_envelope_records(text)
@@ -535,7 +536,7 @@ where
                 return;
             }
         };
-        if let Err((reason, detail)) = self.dispatch(text, &probe, shape, location, nesting) {
+        if let Err((reason, detail)) = self.dispatch(text, &mut probe, shape, location, nesting) {
             self.emit_error(location, reason, detail, text.as_bytes());
         }
     }
@@ -543,7 +544,7 @@ where
     fn dispatch<'t>(
         &mut self,
         text: &'t str,
-        probe: &Probe<'t>,
+        probe: &mut Probe<'t>,
         shape: Option<Shape>,
         location: RecordLocation,
         nesting: u8,
