@@ -375,6 +375,32 @@ pub enum Quantifier {
     All,
 }
 
+impl Quantifier {
+    /// Whether `test` holds for any (or every, and at least one) item that
+    /// `visit` produces; stops visiting as soon as the answer is known.
+    fn holds(
+        self,
+        visit: impl FnOnce(&mut dyn FnMut(&str) -> ControlFlow<()>) -> ControlFlow<()>,
+        test: impl Fn(&str) -> bool,
+    ) -> bool {
+        let (mut seen, mut decided) = (false, false);
+        let _ = visit(&mut |item| {
+            seen = true;
+            let ok = test(item);
+            if ok == (self == Quantifier::Any) {
+                decided = true;
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        match self {
+            Quantifier::Any => decided,
+            Quantifier::All => seen && !decided,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum Condition {
     AllOf(Vec<Condition>),
@@ -416,28 +442,10 @@ impl Condition {
                 path,
                 quantifier,
                 inner,
-            } => {
-                let (mut seen, mut matched, mut failed) = (false, false, false);
-                let _ = path.visit_elements(scope, &mut |element| {
-                    seen = true;
-                    let ok = inner.matches_in(Scope::Element(element));
-                    match quantifier {
-                        Quantifier::Any if ok => {
-                            matched = true;
-                            ControlFlow::Break(())
-                        }
-                        Quantifier::All if !ok => {
-                            failed = true;
-                            ControlFlow::Break(())
-                        }
-                        _ => ControlFlow::Continue(()),
-                    }
-                });
-                match quantifier {
-                    Quantifier::Any => matched,
-                    Quantifier::All => seen && !failed,
-                }
-            }
+            } => quantifier.holds(
+                |f| path.visit_elements(scope, f),
+                |element| inner.matches_in(Scope::Element(element)),
+            ),
             Condition::FieldRef { field, other } => {
                 let mut others: Vec<String> = Vec::new();
                 let _ = other.visit(scope, &mut |v| {
@@ -460,32 +468,15 @@ impl Condition {
                 matcher,
                 quantifier,
             } => {
-                let mut seen = false;
-                let mut failed = false;
-                let mut matched = false;
-                let _ = source.visit(scope, &mut |value| {
-                    seen = true;
-                    if let Matcher::Exists(_) = matcher {
-                        return ControlFlow::Break(());
-                    }
-                    let ok = matcher.test(value);
-                    match quantifier {
-                        Quantifier::Any if ok => {
-                            matched = true;
-                            ControlFlow::Break(())
-                        }
-                        Quantifier::All if !ok => {
-                            failed = true;
-                            ControlFlow::Break(())
-                        }
-                        _ => ControlFlow::Continue(()),
-                    }
-                });
-                match (matcher, quantifier) {
-                    (Matcher::Exists(want), _) => seen == *want,
-                    (_, Quantifier::Any) => matched,
-                    (_, Quantifier::All) => seen && !failed,
+                if let Matcher::Exists(want) = matcher {
+                    let mut seen = false;
+                    let _ = source.visit(scope, &mut |_| {
+                        seen = true;
+                        ControlFlow::Break(())
+                    });
+                    return seen == *want;
                 }
+                quantifier.holds(|f| source.visit(scope, f), |value| matcher.test(value))
             }
         }
     }

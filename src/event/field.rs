@@ -183,16 +183,7 @@ impl<'a> FieldValue<'a> {
 
     /// The string value, unescaped; `None` if the value is not a string.
     pub fn as_str(&self) -> Option<Cow<'_, str>> {
-        if self.kind() != ValueKind::String {
-            return None;
-        }
-        let inner = self.json.get(1..self.json.len().saturating_sub(1))?;
-        if !inner.contains('\\') {
-            return Some(Cow::Borrowed(inner));
-        }
-        sonic_rs::from_str::<String>(&self.json)
-            .ok()
-            .map(Cow::Owned)
+        super::decode::json_string(&self.json)
     }
 
     pub fn as_bool(&self) -> Option<bool> {
