@@ -17,8 +17,10 @@
 //! on the event model; they never need to know where an event came from, which
 //! is what makes replay give the same findings as live processing.
 
+pub mod analyze;
 pub mod cli;
 pub mod config;
+pub mod correlate;
 pub mod detect;
 pub mod event;
 pub mod matrix;

@@ -170,6 +170,15 @@ impl FieldSource {
             .map_err(|e| e.to_string())
     }
 
+    /// Calls `f` with each scalar value of the field in `event`, as text.
+    pub fn visit_values(
+        &self,
+        event: &AuditEvent<'_>,
+        f: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        self.visit(Scope::Event(event), f)
+    }
+
     /// Calls `f` with each scalar value, as text; arrays at the end of a path
     /// count as their elements; nulls do not count.
     fn visit(

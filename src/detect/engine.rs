@@ -58,10 +58,19 @@ impl RuleSet {
 
     /// Calls `f` with each rule that matches the event.
     pub fn matching<'r>(&'r self, event: &AuditEvent<'_>, mut f: impl FnMut(&'r Rule)) {
+        self.matching_indexed(event, |_, rule| f(rule));
+    }
+
+    /// Calls `f` with the index and the rule of each rule that matches the event.
+    pub fn matching_indexed<'r>(
+        &'r self,
+        event: &AuditEvent<'_>,
+        mut f: impl FnMut(u32, &'r Rule),
+    ) {
         self.index.candidates(event, |i| {
             let rule = &self.rules[i as usize];
             if rule.outcomes.contains(event.outcome) && rule.condition.matches(event) {
-                f(rule);
+                f(i, rule);
             }
         });
     }
@@ -103,9 +112,25 @@ impl Detector {
 
     /// Appends the event's findings to `out`.
     pub fn detect(&self, event: &AuditEvent<'_>, source: SourceRef<'_>, out: &mut Vec<Finding>) {
+        self.detect_matched(event, source, out, &mut Vec::new());
+    }
+
+    /// Appends the event's findings to `out` and the indices of every rule
+    /// that matched (including those that emit no finding of their own, such
+    /// as correlation steps) to `matched`, for the correlator.
+    pub fn detect_matched(
+        &self,
+        event: &AuditEvent<'_>,
+        source: SourceRef<'_>,
+        out: &mut Vec<Finding>,
+        matched: &mut Vec<u32>,
+    ) {
         let first = out.len();
-        self.rules.matching(event, |rule| {
-            out.push(self.rule_finding(rule, event, source));
+        self.rules.matching_indexed(event, |i, rule| {
+            matched.push(i);
+            if rule.emit {
+                out.push(self.rule_finding(rule, event, source));
+            }
         });
         let matched = first..out.len();
         if let Some(oob) = self.out_of_band(event, source, &out[matched]) {
@@ -170,6 +195,7 @@ impl Detector {
             approved_paths: Vec::new(),
             detail: None,
             author: None,
+            correlation: None,
         }
     }
 

@@ -81,6 +81,8 @@ pub enum FindingKind {
     UnmappedService,
     /// A service used inside a compliance boundary that does not authorize it.
     ComplianceBoundary,
+    /// A correlation rule over several events fired.
+    Correlation,
 }
 
 /// Where the evidence came from.
@@ -184,6 +186,23 @@ pub struct Finding {
     /// Sigma rule authors, kept as the Detection Rule License asks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
+    /// For correlation findings: the group, the window and the event count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation: Option<CorrelationDetail>,
+}
+
+/// What a correlation finding adds: which group it is about, over which
+/// window of event time, and how many events took part (the evidence list
+/// is capped; `events` is not).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CorrelationDetail {
+    /// `threshold`, `distinct`, `sequence`, `temporal`, `absence`, `session`, `silence`.
+    pub kind: &'static str,
+    /// The group-by values, `name=value` joined by `, `.
+    pub group: String,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub events: u32,
 }
 
 /// Deterministic finding id: xxh3-128 of the parts, in hex.

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use include_dir::{Dir, include_dir};
 
-use super::rule::{Rule, RuleError, parse_rule_file};
+use super::rule::{Rule, RuleError, parse_rule_document};
+use crate::correlate::rule::CorrelationDef;
 use super::sigma::load_sigma_text;
 
 static BUILTIN: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/config/rules");
@@ -24,6 +25,8 @@ pub struct Rejected {
 #[derive(Debug, Default)]
 pub struct LoadReport {
     pub rules: Vec<Rule>,
+    /// Correlation rules, their rule references not resolved yet.
+    pub correlations: Vec<CorrelationDef>,
     pub rejected: Vec<Rejected>,
     pub files: usize,
 }
@@ -33,8 +36,11 @@ impl LoadReport {
         self.files += 1;
         let file = path.display().to_string();
         if is_native(text) {
-            match parse_rule_file(text, path) {
-                Ok(rules) => self.rules.extend(rules),
+            match parse_rule_document(text, path) {
+                Ok((rules, correlations)) => {
+                    self.rules.extend(rules);
+                    self.correlations.extend(correlations);
+                }
                 Err(e) => self.rejected.push(Rejected {
                     file,
                     rule: None,
@@ -44,6 +50,7 @@ impl LoadReport {
         } else {
             let load = load_sigma_text(text, path);
             self.rules.extend(load.rules);
+            self.correlations.extend(load.correlations);
             self.rejected
                 .extend(load.rejected.into_iter().map(|(rule, reason)| Rejected {
                     file: file.clone(),
@@ -69,19 +76,35 @@ impl LoadReport {
             }
         }
         self.rules = kept;
+        let mut correlations = Vec::with_capacity(self.correlations.len());
+        for correlation in std::mem::take(&mut self.correlations) {
+            if seen.insert(correlation.meta.id.clone()) {
+                correlations.push(correlation);
+            } else {
+                self.rejected.push(Rejected {
+                    file: correlation.meta.file.display().to_string(),
+                    rule: Some(correlation.meta.id.clone()),
+                    reason: "duplicate rule id".into(),
+                });
+            }
+        }
+        self.correlations = correlations;
     }
 
     pub fn merge(&mut self, other: LoadReport) {
         self.rules.extend(other.rules);
+        self.correlations.extend(other.correlations);
         self.rejected.extend(other.rejected);
         self.files += other.files;
         self.dedup();
     }
 }
 
-/// seamwatch's format has a top-level `rules:` list; Sigma has `detection:`.
+/// seamwatch's format has a top-level `rules:` or `correlations:` list; Sigma
+/// has `detection:` (or `correlation:`).
 fn is_native(text: &str) -> bool {
-    text.lines().any(|line| line.starts_with("rules:"))
+    text.lines()
+        .any(|line| line.starts_with("rules:") || line.starts_with("correlations:"))
 }
 
 fn is_rule_file(path: &Path) -> bool {
@@ -91,8 +114,14 @@ fn is_rule_file(path: &Path) -> bool {
     )
 }
 
-/// The built-in pack. Its files are tested in CI, so an error here is a bug.
+/// The built-in pack's single-event rules.
 pub fn load_builtin() -> Result<Vec<Rule>, RuleError> {
+    load_builtin_report().map(|report| report.rules)
+}
+
+/// The built-in pack: rules and correlations. Its files are tested in CI, so
+/// an error here is a bug.
+pub fn load_builtin_report() -> Result<LoadReport, RuleError> {
     let mut report = LoadReport::default();
     fn collect<'d>(dir: &'d Dir<'d>, out: &mut Vec<&'d include_dir::File<'d>>) {
         out.extend(dir.files());
@@ -129,7 +158,7 @@ pub fn load_builtin() -> Result<Vec<Rule>, RuleError> {
             ),
         });
     }
-    Ok(report.rules)
+    Ok(report)
 }
 
 /// Every `.yml`/`.yaml` file under `path` (or `path` itself), recursively.

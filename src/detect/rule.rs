@@ -28,6 +28,7 @@ use serde::Deserialize;
 
 use super::condition::{CmpOp, Condition, FieldSource, Matcher, Quantifier, scalar_text};
 use super::finding::Severity;
+use crate::correlate::rule::CorrelationDef;
 use crate::event::{Cloud, Outcome};
 use crate::matrix::Domain;
 
@@ -64,7 +65,11 @@ impl<T> OneOrMany<T> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleFile {
+    #[serde(default)]
     pub rules: Vec<RawRule>,
+    /// Correlation rules (see `crate::correlate::rule`).
+    #[serde(default)]
+    pub correlations: Vec<crate::correlate::rule::RawCorrelation>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,6 +222,8 @@ pub struct RuleMeta {
     pub references: Vec<String>,
     pub tags: Vec<String>,
     pub author: Option<String>,
+    /// Sigma's `name` attribute, by which correlation rules may refer to a rule.
+    pub name: Option<String>,
     pub file: PathBuf,
 }
 
@@ -242,6 +249,10 @@ pub struct Rule {
     pub outcomes: OutcomeSet,
     pub condition: Condition,
     pub tests: Vec<RuleTest>,
+    /// Whether a match is a finding of its own. Steps of correlation rules
+    /// (and Sigma rules a correlation uses with `generate: false`) only feed
+    /// the correlator.
+    pub emit: bool,
 }
 
 impl Rule {
@@ -250,55 +261,46 @@ impl Rule {
     }
 }
 
-/// Parses one YAML file of native rules.
+/// Parses one YAML file of native rules (correlations are ignored).
 pub fn parse_rule_file(text: &str, path: &Path) -> Result<Vec<Rule>, RuleError> {
+    parse_rule_document(text, path).map(|(rules, _)| rules)
+}
+
+/// Parses one YAML file of native rules and correlation rules.
+pub fn parse_rule_document(
+    text: &str,
+    path: &Path,
+) -> Result<(Vec<Rule>, Vec<CorrelationDef>), RuleError> {
     let invalid = |message: String| RuleError::Invalid {
         path: path.to_owned(),
         message,
     };
     let file: RuleFile = yaml_serde::from_str(text).map_err(|e| invalid(e.to_string()))?;
-    file.rules
+    let rules = file
+        .rules
         .into_iter()
         .map(|raw| {
             let id = raw.id.clone();
             compile_rule(raw, path).map_err(|e| invalid(format!("rule `{id}`: {e}")))
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    let correlations = file
+        .correlations
+        .into_iter()
+        .map(|raw| {
+            let id = raw.id.clone();
+            crate::correlate::rule::parse(raw, path)
+                .map_err(|e| invalid(format!("correlation `{id}`: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((rules, correlations))
 }
 
 fn compile_rule(raw: RawRule, path: &Path) -> Result<Rule, String> {
     if raw.id.trim().is_empty() || raw.id.contains(char::is_whitespace) {
         return Err("the id must be non-empty and without spaces".into());
     }
-    let services: Vec<String> = raw
-        .matcher
-        .service
-        .map(OneOrMany::into_vec)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|s| s.to_ascii_lowercase())
-        .collect();
-    let operations: Vec<String> = raw
-        .matcher
-        .operation
-        .map(OneOrMany::into_vec)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|s| s.to_ascii_lowercase())
-        .collect();
-    let outcomes = match raw.matcher.outcome {
-        Some(names) => OutcomeSet::parse(names.into_vec())?,
-        None => OutcomeSet::SUCCESS,
-    };
-    let conditions = raw
-        .matcher
-        .conditions
-        .into_iter()
-        .map(compile_condition)
-        .collect::<Result<Vec<_>, _>>()?;
-    if services.is_empty() && operations.is_empty() && conditions.is_empty() {
-        return Err("match needs a service, an operation or a condition".into());
-    }
+    let (services, operations, outcomes, condition) = compile_match(raw.matcher, false)?;
     let tests = raw
         .tests
         .into_iter()
@@ -326,6 +328,7 @@ fn compile_rule(raw: RawRule, path: &Path) -> Result<Rule, String> {
             references: raw.references,
             tags: raw.tags,
             author: None,
+            name: None,
             file: path.to_owned(),
         },
         origin: RuleOrigin::Native,
@@ -333,9 +336,42 @@ fn compile_rule(raw: RawRule, path: &Path) -> Result<Rule, String> {
         services,
         operations,
         outcomes,
-        condition: Condition::AllOf(conditions),
+        condition,
         tests,
+        emit: true,
     })
+}
+
+/// What a `match:` block compiles to: services and operations (lower-cased,
+/// for the index), accepted outcomes, and the field conditions.
+pub type CompiledMatch = (Vec<String>, Vec<String>, OutcomeSet, Condition);
+
+/// Compiles a `match:` block. An empty block (every event) is an error in a
+/// rule, but a valid correlation step (`allow_empty`).
+pub fn compile_match(matcher: RawMatch, allow_empty: bool) -> Result<CompiledMatch, String> {
+    let lower = |values: Option<OneOrMany<String>>| -> Vec<String> {
+        values
+            .map(OneOrMany::into_vec)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.to_ascii_lowercase())
+            .collect()
+    };
+    let services = lower(matcher.service);
+    let operations = lower(matcher.operation);
+    let outcomes = match matcher.outcome {
+        Some(names) => OutcomeSet::parse(names.into_vec())?,
+        None => OutcomeSet::SUCCESS,
+    };
+    let conditions = matcher
+        .conditions
+        .into_iter()
+        .map(compile_condition)
+        .collect::<Result<Vec<_>, _>>()?;
+    if !allow_empty && services.is_empty() && operations.is_empty() && conditions.is_empty() {
+        return Err("match needs a service, an operation or a condition".into());
+    }
+    Ok((services, operations, outcomes, Condition::AllOf(conditions)))
 }
 
 fn strings(values: OneOrMany<String>) -> Vec<String> {

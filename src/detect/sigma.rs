@@ -26,13 +26,15 @@ use std::path::Path;
 
 use rsigma_parser::value::{SpecialChar, StringPart};
 use rsigma_parser::{
-    ConditionExpr, Detection, DetectionItem, Level, Modifier, Quantifier as SigmaQuantifier,
-    SigmaRule, SigmaValue,
+    ConditionExpr, ConditionOperator, CorrelationCondition, CorrelationRule, CorrelationType,
+    Detection, DetectionItem, Level, Modifier, Quantifier as SigmaQuantifier, SigmaRule,
+    SigmaValue, WindowMode,
 };
 
 use super::condition::{CmpOp, Condition, EventField, FieldSource, Matcher, Quantifier};
 use super::finding::Severity;
 use super::rule::{OutcomeSet, Rule, RuleMeta, RuleOrigin};
+use crate::correlate::rule::{CorrelationDef, KeyField, Kind, Selector, StepDef};
 use crate::event::Cloud;
 use crate::event::field::FieldPath;
 use crate::matrix::Domain;
@@ -41,6 +43,7 @@ use crate::matrix::Domain;
 #[derive(Debug, Default)]
 pub struct SigmaLoad {
     pub rules: Vec<Rule>,
+    pub correlations: Vec<CorrelationDef>,
     pub rejected: Vec<(String, String)>,
 }
 
@@ -71,10 +74,155 @@ pub fn load_sigma_text(text: &str, path: &Path) -> SigmaLoad {
             .id
             .clone()
             .unwrap_or_else(|| correlation.title.clone());
-        load.rejected
-            .push((name, "Sigma correlation rules are not supported yet".into()));
+        match compile_correlation(correlation, &collection.rules, path) {
+            Ok(def) => load.correlations.push(def),
+            Err(reason) => load.rejected.push((name, reason)),
+        }
     }
     load
+}
+
+/// A Sigma correlation rule, as a [`CorrelationDef`] whose steps are the
+/// referenced rules. Group-by and counted fields are mapped with the field
+/// mapping of the referenced rule's log source when that rule is in the same
+/// file (aliases give a field per rule); otherwise they are native paths.
+fn compile_correlation(
+    c: &CorrelationRule,
+    file_rules: &[SigmaRule],
+    path: &Path,
+) -> Result<CorrelationDef, String> {
+    let kind = match c.correlation_type {
+        CorrelationType::EventCount => Kind::Threshold,
+        CorrelationType::ValueCount => Kind::Distinct,
+        CorrelationType::Temporal => Kind::Temporal,
+        CorrelationType::TemporalOrdered => Kind::Sequence,
+        other => {
+            return Err(format!(
+                "`{}` correlations are not supported (event_count, value_count, temporal and temporal_ordered are)",
+                other.as_str()
+            ));
+        }
+    };
+    if c.window != WindowMode::Sliding {
+        return Err(format!(
+            "`window: {}` is not supported (sliding windows are)",
+            c.window.as_str()
+        ));
+    }
+    if c.rules.is_empty() {
+        return Err("the correlation names no rules".into());
+    }
+    let within_ms = i64::try_from(c.timespan.seconds)
+        .ok()
+        .and_then(|s| s.checked_mul(1000))
+        .filter(|&ms| ms > 0)
+        .ok_or_else(|| format!("bad timespan `{}`", c.timespan.original))?;
+    let (count, field) = match &c.condition {
+        CorrelationCondition::Threshold {
+            predicates, field, ..
+        } => {
+            let mut at_least = None;
+            for (op, n) in predicates {
+                let n = u32::try_from(*n).map_err(|_| "threshold too large".to_string())?;
+                at_least = Some(match op {
+                    ConditionOperator::Gte => n,
+                    ConditionOperator::Gt => n.saturating_add(1),
+                    other => {
+                        return Err(format!(
+                            "condition `{other:?}` is not supported: seamwatch fires when a count reaches a threshold (gte, gt)"
+                        ));
+                    }
+                });
+            }
+            (at_least, field.as_ref().and_then(|f| f.first().cloned()))
+        }
+        CorrelationCondition::Extended(_) => {
+            return Err("boolean conditions over rules are not supported".into());
+        }
+    };
+    let count = match kind {
+        Kind::Threshold | Kind::Distinct => {
+            count.ok_or("a count condition (gte) is required")?.max(1)
+        }
+        _ => {
+            if count.is_some_and(|n| n as usize != c.rules.len()) {
+                return Err(
+                    "temporal conditions other than `gte: <number of rules>` are not supported"
+                        .into(),
+                );
+            }
+            1
+        }
+    };
+    if kind == Kind::Distinct && field.is_none() {
+        return Err("value_count needs `condition.field`".into());
+    }
+    let id = c.id.clone().unwrap_or_else(|| format!("sigma:{}", c.title));
+    let source_of = |reference: &str| {
+        file_rules
+            .iter()
+            .find(|r| {
+                r.id.as_deref() == Some(reference) || r.name.as_deref() == Some(reference)
+            })
+            .and_then(|r| Source::of(r).ok())
+    };
+    let map = |reference: &str, name: &str| -> Result<KeyField, String> {
+        let name = c
+            .aliases
+            .iter()
+            .find(|a| a.alias == name)
+            .and_then(|a| a.mapping.get(reference))
+            .map(String::as_str)
+            .unwrap_or(name);
+        match source_of(reference) {
+            Some(source) => source.map_field(name).map(KeyField::Field),
+            None => KeyField::parse(name),
+        }
+    };
+    let mut steps = Vec::new();
+    for reference in &c.rules {
+        steps.push(StepDef {
+            name: reference.clone(),
+            selector: Selector::Rules(vec![reference.clone()]),
+            min_count: 1,
+            customer_change: false,
+            tier: None,
+            keys: c
+                .group_by
+                .iter()
+                .map(|g| map(reference, g))
+                .collect::<Result<_, _>>()?,
+            value: field.as_deref().map(|f| map(reference, f)).transpose()?,
+        });
+    }
+    if steps.len() > crate::correlate::rule::MAX_STEPS {
+        return Err("too many rules".into());
+    }
+    Ok(CorrelationDef {
+        meta: RuleMeta {
+            id: format!("sigma.{id}"),
+            title: c.title.clone(),
+            description: c.description.clone().unwrap_or_default(),
+            severity: severity(c.level),
+            domain: domain(&c.tags),
+            attack: attack_ids(&c.tags),
+            compliance: Vec::new(),
+            remediation: None,
+            references: c.references.clone(),
+            tags: c.tags.clone(),
+            author: c.author.clone(),
+            name: c.name.clone(),
+            file: path.to_owned(),
+        },
+        origin: RuleOrigin::Sigma,
+        kind,
+        within_ms,
+        count,
+        group_by: c.group_by.clone(),
+        steps,
+        generate: c.generate,
+        tests: Vec::new(),
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -294,6 +442,7 @@ fn compile(rule: &SigmaRule, path: &Path) -> Result<Rule, String> {
             references: rule.references.clone(),
             tags: rule.tags.clone(),
             author: rule.author.clone(),
+            name: rule.name.clone(),
             file: path.to_owned(),
         },
         origin: RuleOrigin::Sigma,
@@ -304,6 +453,7 @@ fn compile(rule: &SigmaRule, path: &Path) -> Result<Rule, String> {
         outcomes: OutcomeSet::ANY,
         condition,
         tests: Vec::new(),
+        emit: true,
     })
 }
 

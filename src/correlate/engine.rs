@@ -1,0 +1,1061 @@
+//! The correlator: event-time windows over the detector's matches.
+//!
+//! # Time
+//! Every [`Stream`] (a Kafka partition, or a replay's merged input) keeps a
+//! watermark: the highest event time it has seen minus the allowed lateness.
+//! An event's observations wait in the stream's reorder buffer until the
+//! watermark passes them, then are applied in event-time order (ties broken
+//! by a hash of the event id), interleaved with the deadlines that fall
+//! between them. So any arrival order within the allowed lateness gives the
+//! same findings as sorted input, and absence, session and silence rules fire
+//! when event time passes their deadline, never on a wall-clock timer: replay
+//! gives the same answer as live. An event later than the lateness is applied
+//! at once and counted as late; it is never dropped.
+//!
+//! # State
+//! One sharded concurrent map (dashmap) keyed by a 64-bit hash of
+//! (correlation, group-by values) holds a small fixed-size [`KeyState`] per
+//! group, with its evidence inline for the first event. No lock is global,
+//! and no map guard is held while another shard is touched. Each new key puts
+//! one (deadline, key) entry on its stream's deadline heap; when the entry
+//! comes due and the key's deadline has moved, it is pushed again, so expiry
+//! costs a heap pop per key rather than a scan. At `max_keys` the key with
+//! the nearest deadline is evicted (counted); evidence per key is capped at
+//! `max_events_per_key` (counts go on).
+//!
+//! # Findings
+//! The id is xxh3-128 of (correlation id, group values, window start), so a
+//! replay or a restart derives the same id; the finding cites every kept
+//! contributing event.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+
+use super::evidence::{Ev, EvId, Names};
+use super::rule::{Correlation, Kind, KeyField, Step};
+use crate::detect::finding::{
+    CorrelationDetail, Finding, FindingKind, FindingPrincipal, SourceRef, finding_id,
+};
+use crate::event::{AuditEvent, Cloud, EventId, Outcome};
+use crate::detect::rule::Rule;
+use crate::matrix::{Domain, Matrix, Side};
+
+/// Settings (`[correlation]` in `seamwatch.toml`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorrelationConfig {
+    /// How late (in event time) an event may arrive and still be ordered
+    /// exactly; correlation findings wait this long in event time.
+    #[serde(with = "duration_ms")]
+    pub allowed_lateness_ms: i64,
+    /// Most groups tracked at once; beyond it the nearest deadline is evicted.
+    pub max_keys: usize,
+    /// Most events kept as evidence per group (the count goes on).
+    pub max_events_per_key: usize,
+}
+
+impl Default for CorrelationConfig {
+    fn default() -> Self {
+        CorrelationConfig {
+            allowed_lateness_ms: 5 * 60 * 1000,
+            max_keys: 1_000_000,
+            max_events_per_key: 64,
+        }
+    }
+}
+
+mod duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", ms))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        let text = String::deserialize(d)?;
+        let duration = humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("`{text}` is not a duration (30s, 5m): {e}"))
+        })?;
+        i64::try_from(duration.as_millis()).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Keys are already xxh3 hashes: pass them through.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// The event a finding is reported against (the one that completed a
+/// pattern, or opened a window), owned.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    label: String,
+    cloud: Cloud,
+    account: Option<String>,
+    region: Option<String>,
+    service: String,
+    operation: String,
+    principal: FindingPrincipal,
+    resources: Vec<String>,
+}
+
+/// Per-group state. Fixed-size but for evidence beyond the first event.
+pub struct KeyState {
+    /// Window start (ms): first event of the window, or the opener.
+    start: i64,
+    /// When this state is due (ms): window end, absence deadline.
+    expires: i64,
+    /// Sequence: the differ value of the first step.
+    differ: u64,
+    /// Events that took part (not capped).
+    count: u32,
+    corr: u16,
+    /// Sequence: the step being completed; temporal: steps seen, as bits.
+    step: u8,
+    /// Sequence: events of the current step so far.
+    progress: u8,
+    fired: bool,
+    ctx: Option<Box<Ctx>>,
+    evidence: SmallVec<[Ev; 1]>,
+}
+
+/// A matched event waiting for the watermark.
+struct Pending {
+    time: i64,
+    tie: u64,
+    corr: u16,
+    steps: u8,
+    key: u64,
+    ev: Ev,
+    ctx: Box<Ctx>,
+}
+
+impl Pending {
+    fn order(&self) -> (i64, u64, u16, u8) {
+        (self.time, self.tie, self.corr, self.steps)
+    }
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        self.order() == other.order()
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.order().cmp(&other.order())
+    }
+}
+
+/// One ordered input: a Kafka partition, or a replay. Owned by one worker.
+pub struct Stream {
+    max_seen: i64,
+    watermark: i64,
+    pending: BinaryHeap<Reverse<Pending>>,
+    deadlines: BinaryHeap<Reverse<(i64, u64)>>,
+    muted: bool,
+}
+
+impl Default for Stream {
+    fn default() -> Self {
+        Stream {
+            max_seen: i64::MIN,
+            watermark: i64::MIN,
+            pending: BinaryHeap::new(),
+            deadlines: BinaryHeap::new(),
+            muted: false,
+        }
+    }
+}
+
+impl Stream {
+    pub fn new() -> Stream {
+        Stream::default()
+    }
+
+    /// Event time up to which everything has been applied.
+    pub fn watermark(&self) -> Option<DateTime<Utc>> {
+        (self.watermark != i64::MIN)
+            .then(|| DateTime::from_timestamp_millis(self.watermark))
+            .flatten()
+    }
+
+    /// Observations waiting for the watermark.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// While muted (warm-up after a rebalance), state is rebuilt but no
+    /// finding is emitted.
+    pub fn set_muted(&mut self, muted: bool) {
+        self.muted = muted;
+    }
+}
+
+/// Counters, shared by every stream.
+#[derive(Debug, Default)]
+struct Counters {
+    observations: AtomicU64,
+    late: AtomicU64,
+    untimed: AtomicU64,
+    ungrouped: AtomicU64,
+    duplicates: AtomicU64,
+    evicted: AtomicU64,
+    rejected_keys: AtomicU64,
+    fired: AtomicU64,
+    muted: AtomicU64,
+}
+
+/// A snapshot of the correlator's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CorrelatorStats {
+    pub observations: u64,
+    pub late: u64,
+    pub untimed: u64,
+    pub ungrouped: u64,
+    pub duplicates: u64,
+    pub evicted: u64,
+    pub rejected_keys: u64,
+    pub fired: u64,
+    pub muted: u64,
+    pub keys: u64,
+}
+
+type StepRef = (u16, u8);
+
+pub struct Correlator {
+    correlations: Vec<Correlation>,
+    /// Rule index → the steps it feeds.
+    by_rule: Vec<SmallVec<[StepRef; 2]>>,
+    /// Steps selected by filters only, checked on every event.
+    filter_steps: Vec<StepRef>,
+    /// Rule index → the rule's control domain (for `customer_change`).
+    rule_domains: Vec<Option<Domain>>,
+    state: DashMap<u64, KeyState, BuildHasherDefault<IdHasher>>,
+    keys: AtomicUsize,
+    matrix: Arc<Matrix>,
+    names: Names,
+    config: CorrelationConfig,
+    counters: Counters,
+}
+
+impl Correlator {
+    /// `rules` are the detector's rules (the steps' rule indices point into them).
+    pub fn new(
+        correlations: Vec<Correlation>,
+        rules: &[Rule],
+        matrix: Arc<Matrix>,
+        config: CorrelationConfig,
+    ) -> Correlator {
+        let mut by_rule = vec![SmallVec::new(); rules.len()];
+        let mut filter_steps = Vec::new();
+        for (c, corr) in correlations.iter().enumerate() {
+            for (s, step) in corr.steps.iter().enumerate() {
+                let at = (c as u16, s as u8);
+                if step.generic {
+                    filter_steps.push(at);
+                }
+                for &r in &step.rules {
+                    by_rule[r as usize].push(at);
+                }
+            }
+        }
+        Correlator {
+            correlations,
+            by_rule,
+            filter_steps,
+            rule_domains: rules.iter().map(|r| r.meta.domain).collect(),
+            state: DashMap::with_hasher(BuildHasherDefault::default()),
+            keys: AtomicUsize::new(0),
+            matrix,
+            names: Names::default(),
+            config,
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn correlations(&self) -> &[Correlation] {
+        &self.correlations
+    }
+
+    pub fn config(&self) -> &CorrelationConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> CorrelatorStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CorrelatorStats {
+            observations: get(&c.observations),
+            late: get(&c.late),
+            untimed: get(&c.untimed),
+            ungrouped: get(&c.ungrouped),
+            duplicates: get(&c.duplicates),
+            evicted: get(&c.evicted),
+            rejected_keys: get(&c.rejected_keys),
+            fired: get(&c.fired),
+            muted: get(&c.muted),
+            keys: self.keys.load(Ordering::Relaxed) as u64,
+        }
+    }
+
+    /// Feeds one event (and the indices of the rules it matched) to the
+    /// stream; appends the findings that become due to `out`.
+    pub fn observe(
+        &self,
+        stream: &mut Stream,
+        event: &AuditEvent<'_>,
+        matched: &[u32],
+        source: SourceRef<'_>,
+        out: &mut Vec<Finding>,
+    ) {
+        let Some(time) = event.time else {
+            self.counters.untimed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let t = time.timestamp_millis();
+        let mut hits: SmallVec<[(u16, u8); 4]> = SmallVec::new();
+        let mut add = |(c, s): StepRef| match hits.iter_mut().find(|(hc, _)| *hc == c) {
+            Some((_, mask)) => *mask |= 1 << s,
+            None => hits.push((c, 1 << s)),
+        };
+        for &r in matched {
+            if let Some(steps) = self.by_rule.get(r as usize) {
+                steps.iter().copied().for_each(&mut add);
+            }
+        }
+        let change = !self.filter_steps.is_empty() && self.customer_change(event, matched);
+        if change {
+            self.filter_steps.iter().copied().for_each(&mut add);
+        }
+        if !hits.is_empty() {
+            self.enqueue(stream, event, t, &hits, change, source, out);
+        }
+        self.advance(stream, t, out);
+    }
+
+    /// Releases everything the stream holds up to the latest event time it
+    /// has seen (end of a replay). Deadlines past that time stay pending: the
+    /// end of the input is not the passing of time.
+    pub fn flush(&self, stream: &mut Stream, out: &mut Vec<Finding>) {
+        if stream.max_seen == i64::MIN {
+            return;
+        }
+        stream.watermark = stream.max_seen;
+        self.release(stream, stream.max_seen, out);
+    }
+
+    /// Moves the stream's event time forward without an event (an idle
+    /// partition in `run`), so that deadlines fire.
+    pub fn advance_to(&self, stream: &mut Stream, time: DateTime<Utc>, out: &mut Vec<Finding>) {
+        let t = time.timestamp_millis();
+        if t > stream.max_seen {
+            stream.max_seen = t;
+        }
+        stream.watermark = stream.watermark.max(t);
+        self.release(stream, stream.watermark, out);
+    }
+
+    /// Drops every group state (a partition was revoked). Shared state of
+    /// other streams is left alone: only the keys on this stream's heap go.
+    pub fn drop_stream(&self, stream: Stream) {
+        for Reverse((_, key)) in stream.deadlines {
+            if self.state.remove(&key).is_some() {
+                self.keys.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn customer_change(&self, event: &AuditEvent<'_>, matched: &[u32]) -> bool {
+        event.outcome == Outcome::Success
+            && event.read_only != Some(true)
+            && matched
+                .iter()
+                .any(|&r| self.rule_domain_customer(event, r))
+    }
+
+    fn rule_domain_customer(&self, event: &AuditEvent<'_>, rule: u32) -> bool {
+        let Some(domain) = self.rule_domains.get(rule as usize).copied().flatten() else {
+            return false;
+        };
+        matches!(
+            self.matrix.owner_side(event.cloud, &event.service, domain),
+            Some(Side::Customer | Side::Shared)
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue(
+        &self,
+        stream: &mut Stream,
+        event: &AuditEvent<'_>,
+        t: i64,
+        hits: &[(u16, u8)],
+        change: bool,
+        source: SourceRef<'_>,
+        out: &mut Vec<Finding>,
+    ) {
+        let tie = match &event.event_id {
+            EventId::Hash(h) => *h,
+            EventId::Native(id) => xxhash_rust::xxh3::xxh3_64(id.as_bytes()),
+        };
+        let mut tier = None;
+        for &(c, mut mask) in hits {
+            let corr = &self.correlations[c as usize];
+            // Step filters.
+            for (s, step) in corr.steps.iter().enumerate() {
+                if mask & (1 << s) == 0 {
+                    continue;
+                }
+                let mut keep = !step.customer_change || change;
+                if keep && let Some(want) = step.tier {
+                    let have = *tier.get_or_insert_with(|| {
+                        let resources: SmallVec<[&str; 2]> =
+                            event.resources.iter().map(|r| &*r.id).collect();
+                        self.matrix.data_tier(event.account.as_deref(), &resources)
+                    });
+                    keep = have == Some(want);
+                }
+                if !keep {
+                    mask &= !(1 << s);
+                }
+            }
+            // A specific step wins over a generic one for the same event.
+            let generic: u8 = corr
+                .steps
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.generic)
+                .fold(0, |m, (i, _)| m | (1 << i));
+            if mask & !generic != 0 {
+                mask &= !generic;
+            }
+            if mask == 0 {
+                continue;
+            }
+            let first = &corr.steps[mask.trailing_zeros() as usize];
+            let Some((key, label)) = self.group_key(c, corr, first, event) else {
+                self.counters.ungrouped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let value = first
+                .value
+                .as_ref()
+                .and_then(|f| self.field_hash(f, event))
+                .unwrap_or(0);
+            self.counters.observations.fetch_add(1, Ordering::Relaxed);
+            let pending = Pending {
+                time: t,
+                tie,
+                corr: c,
+                steps: mask,
+                key,
+                ev: Ev {
+                    time: t,
+                    value,
+                    id: EvId::of(&event.event_id),
+                    src: self.names.src(source),
+                },
+                ctx: Box::new(Ctx {
+                    label,
+                    cloud: event.cloud,
+                    account: event.account.as_deref().map(str::to_owned),
+                    region: event.region.as_deref().map(str::to_owned),
+                    service: event.service.to_string(),
+                    operation: event.operation.to_string(),
+                    principal: FindingPrincipal::of(event),
+                    resources: event.resources.iter().map(|r| r.id.to_string()).collect(),
+                }),
+            };
+            if t <= stream.watermark {
+                self.counters.late.fetch_add(1, Ordering::Relaxed);
+                self.apply(stream, pending, out);
+            } else {
+                stream.pending.push(Reverse(pending));
+            }
+        }
+    }
+
+    fn first_value(&self, field: &KeyField, event: &AuditEvent<'_>, f: impl FnOnce(&str)) -> bool {
+        match field {
+            KeyField::Person => {
+                let p = &event.principal;
+                let ids: SmallVec<[&str; 2]> = [p.id.as_deref(), p.name.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                match self.matrix.person_of(event.cloud, &ids) {
+                    Some(person) => {
+                        f(person);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            KeyField::Field(source) => {
+                let mut f = Some(f);
+                let mut found = false;
+                let _ = source.visit_values(event, &mut |value| {
+                    if value.is_empty() {
+                        return ControlFlow::Continue(());
+                    }
+                    if let Some(f) = f.take() {
+                        f(value);
+                    }
+                    found = true;
+                    ControlFlow::Break(())
+                });
+                found
+            }
+        }
+    }
+
+    fn field_hash(&self, field: &KeyField, event: &AuditEvent<'_>) -> Option<u64> {
+        let mut hash = None;
+        self.first_value(field, event, |v| {
+            hash = Some(xxhash_rust::xxh3::xxh3_64(v.as_bytes()) | 1)
+        });
+        hash
+    }
+
+    fn group_key(
+        &self,
+        c: u16,
+        corr: &Correlation,
+        step: &Step,
+        event: &AuditEvent<'_>,
+    ) -> Option<(u64, String)> {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        hasher.update(&c.to_le_bytes());
+        hasher.update(corr.meta.id.as_bytes());
+        let mut label = String::new();
+        for (name, field) in corr.group_by.iter().zip(&step.keys) {
+            let found = self.first_value(field, event, |value| {
+                hasher.update(&[0]);
+                hasher.update(value.as_bytes());
+                if !label.is_empty() {
+                    label.push_str(", ");
+                }
+                label.push_str(name);
+                label.push('=');
+                label.push_str(value);
+            });
+            if !found {
+                return None;
+            }
+        }
+        Some((hasher.digest(), label))
+    }
+
+    fn advance(&self, stream: &mut Stream, t: i64, out: &mut Vec<Finding>) {
+        if t > stream.max_seen {
+            stream.max_seen = t;
+            let wm = t.saturating_sub(self.config.allowed_lateness_ms);
+            if wm > stream.watermark {
+                stream.watermark = wm;
+                self.release(stream, wm, out);
+            }
+        }
+    }
+
+    /// Applies pending observations and fires deadlines up to `upto`, in
+    /// event-time order (an observation before a deadline at the same time).
+    fn release(&self, stream: &mut Stream, upto: i64, out: &mut Vec<Finding>) {
+        loop {
+            let obs = stream
+                .pending
+                .peek()
+                .map(|Reverse(p)| p.time)
+                .filter(|&t| t <= upto);
+            let due = stream
+                .deadlines
+                .peek()
+                .map(|Reverse((d, _))| *d)
+                .filter(|&d| d <= upto);
+            match (obs, due) {
+                (Some(t), Some(d)) if t <= d => {
+                    let Some(Reverse(p)) = stream.pending.pop() else { break };
+                    self.apply(stream, p, out);
+                }
+                (Some(_), None) => {
+                    let Some(Reverse(p)) = stream.pending.pop() else { break };
+                    self.apply(stream, p, out);
+                }
+                (_, Some(_)) => {
+                    let Some(Reverse((d, key))) = stream.deadlines.pop() else { break };
+                    self.deadline(stream, d, key, out);
+                }
+                (None, None) => break,
+            }
+        }
+    }
+
+    fn cap(&self, corr: &Correlation) -> usize {
+        self.config.max_events_per_key.max(corr.count as usize).max(1)
+    }
+
+    /// Makes room for one more key: evicts the nearest deadline of this
+    /// stream. Returns false when nothing could be evicted.
+    fn make_room(&self, stream: &mut Stream) -> bool {
+        while self.keys.load(Ordering::Relaxed) >= self.config.max_keys {
+            let Some(Reverse((_, key))) = stream.deadlines.pop() else {
+                self.counters.rejected_keys.fetch_add(1, Ordering::Relaxed);
+                return false;
+            };
+            if self.state.remove(&key).is_some() {
+                self.keys.fetch_sub(1, Ordering::Relaxed);
+                self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        true
+    }
+
+    fn new_state(&self, corr: u16, t: i64, expires: i64) -> KeyState {
+        KeyState {
+            start: t,
+            expires,
+            differ: 0,
+            count: 0,
+            corr,
+            step: 0,
+            progress: 0,
+            fired: false,
+            ctx: None,
+            evidence: SmallVec::new(),
+        }
+    }
+
+    fn apply(&self, stream: &mut Stream, p: Pending, out: &mut Vec<Finding>) {
+        let corr = &self.correlations[p.corr as usize];
+        let w = corr.within_ms;
+        // Only the kinds that start state on this event need room for a key.
+        let opens = match corr.kind {
+            Kind::Absence | Kind::Session | Kind::Sequence => p.steps & 1 != 0,
+            _ => true,
+        };
+        if opens && !self.state.contains_key(&p.key) && !self.make_room(stream) {
+            return;
+        }
+        let entry = self.state.entry(p.key);
+        let created = matches!(entry, Entry::Vacant(_));
+        match corr.kind {
+            Kind::Threshold | Kind::Distinct => {
+                let mut st = entry.or_insert_with(|| self.new_state(p.corr, p.time, p.time + w));
+                if st.fired && p.time > st.start + w {
+                    st.fired = false;
+                    st.count = 0;
+                    st.evidence.clear();
+                }
+                if st.evidence.iter().any(|e| e.id == p.ev.id) {
+                    self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                } else if st.fired {
+                    st.count += 1;
+                    if st.evidence.len() < self.cap(corr) {
+                        st.evidence.push(p.ev);
+                    }
+                } else {
+                    if corr.kind == Kind::Distinct
+                        && let Some(i) = st.evidence.iter().position(|e| e.value == p.ev.value)
+                    {
+                        // Keep the latest occurrence of each value.
+                        st.evidence.remove(i);
+                    }
+                    let at = st.evidence.partition_point(|e| e.time <= p.time);
+                    st.evidence.insert(at, p.ev);
+                    let newest = st.evidence.last().map_or(p.time, |e| e.time);
+                    let stale = st.evidence.partition_point(|e| e.time < newest - w);
+                    st.evidence.drain(..stale);
+                    let reached = match corr.kind {
+                        Kind::Distinct => distinct_values(&st.evidence) >= corr.count as usize,
+                        _ => st.evidence.len() >= corr.count as usize,
+                    };
+                    st.count = st.evidence.len() as u32;
+                    if reached {
+                        st.fired = true;
+                        st.start = st.evidence[0].time;
+                        let (start, count) = (st.start, st.count);
+                        self.fire(stream, corr, &p.ctx, &st.evidence, count, start, newest, out);
+                    } else {
+                        let evidence_cap = self.cap(corr);
+                        if st.evidence.len() > evidence_cap {
+                            let extra = st.evidence.len() - evidence_cap;
+                            st.evidence.drain(..extra);
+                        }
+                    }
+                    st.expires = st.expires.max(newest + w);
+                }
+                if st.fired {
+                    st.expires = st.expires.max(st.start + w);
+                }
+                drop(st);
+                if created {
+                    self.created(stream, p.key, p.time + w);
+                }
+            }
+            Kind::Sequence => self.apply_sequence(stream, corr, entry, p, out),
+            Kind::Temporal => {
+                let mut st = entry.or_insert_with(|| self.new_state(p.corr, p.time, p.time + w));
+                if p.time > st.start + w {
+                    st.start = p.time;
+                    st.expires = p.time + w;
+                    st.step = 0;
+                    st.count = 0;
+                    st.evidence.clear();
+                }
+                if st.evidence.iter().any(|e| e.id == p.ev.id) {
+                    self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                st.step |= p.steps;
+                st.count += 1;
+                if st.evidence.len() < self.cap(corr) {
+                    st.evidence.push(p.ev);
+                }
+                let all = ((1u16 << corr.steps.len()) - 1) as u8;
+                if st.step == all {
+                    let (start, count) = (st.start, st.count);
+                    self.fire(stream, corr, &p.ctx, &st.evidence, count, start, p.time, out);
+                    drop(st);
+                    self.remove(p.key);
+                } else {
+                    let expires = st.expires;
+                    drop(st);
+                    if created {
+                        self.created(stream, p.key, expires);
+                    }
+                }
+            }
+            Kind::Absence => {
+                let pending_opener = match &entry {
+                    Entry::Occupied(o) => Some(o.get().start),
+                    Entry::Vacant(_) => None,
+                };
+                // The second step cancels an opener at or before it.
+                if p.steps & 2 != 0
+                    && let Some(start) = pending_opener
+                    && p.time >= start
+                {
+                    if let Entry::Occupied(o) = entry {
+                        o.remove();
+                        self.keys.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    return;
+                }
+                if p.steps & 1 == 0 {
+                    return;
+                }
+                match entry {
+                    Entry::Occupied(mut o) => {
+                        let st = o.get_mut();
+                        if !st.evidence.iter().any(|e| e.id == p.ev.id) {
+                            st.count += 1;
+                            if st.evidence.len() < self.cap(corr) {
+                                st.evidence.push(p.ev);
+                            }
+                        }
+                    }
+                    Entry::Vacant(v) => {
+                        let mut st = self.new_state(p.corr, p.time, p.time + w);
+                        st.count = 1;
+                        st.evidence.push(p.ev);
+                        st.ctx = Some(p.ctx);
+                        v.insert(st);
+                        self.created(stream, p.key, p.time + w);
+                    }
+                }
+            }
+            Kind::Session => match entry {
+                Entry::Vacant(v) => {
+                    if p.steps & 1 == 0 {
+                        return;
+                    }
+                    let mut st = self.new_state(p.corr, p.time, p.time + w);
+                    st.count = 1;
+                    st.evidence.push(p.ev);
+                    st.ctx = Some(p.ctx);
+                    v.insert(st);
+                    self.created(stream, p.key, p.time + w);
+                }
+                Entry::Occupied(mut o) => {
+                    let st = o.get_mut();
+                    if p.time <= st.start + w && !st.evidence.iter().any(|e| e.id == p.ev.id) {
+                        st.count += 1;
+                        if st.evidence.len() < self.cap(corr) {
+                            st.evidence.push(p.ev);
+                        }
+                    }
+                }
+            },
+            Kind::Silence => match entry {
+                Entry::Vacant(v) => {
+                    let mut st = self.new_state(p.corr, p.time, p.time + w);
+                    st.count = 1;
+                    st.evidence.push(p.ev);
+                    st.ctx = Some(p.ctx);
+                    v.insert(st);
+                    self.created(stream, p.key, p.time + w);
+                }
+                Entry::Occupied(mut o) => {
+                    let st = o.get_mut();
+                    st.count += 1;
+                    if p.time >= st.start {
+                        st.start = p.time;
+                        st.expires = st.expires.max(p.time + w);
+                        st.evidence.clear();
+                        st.evidence.push(p.ev);
+                    }
+                }
+            },
+        }
+    }
+
+    fn apply_sequence(
+        &self,
+        stream: &mut Stream,
+        corr: &Correlation,
+        entry: Entry<'_, u64, KeyState>,
+        p: Pending,
+        out: &mut Vec<Finding>,
+    ) {
+        let w = corr.within_ms;
+        let mut entry = entry;
+        // A window that has run out is gone.
+        if let Entry::Occupied(o) = entry {
+            if p.time > o.get().start + w {
+                o.remove();
+                self.keys.fetch_sub(1, Ordering::Relaxed);
+                entry = self.state.entry(p.key);
+            } else {
+                entry = Entry::Occupied(o);
+            }
+        }
+        let mut st = match entry {
+            Entry::Occupied(o) => o.into_ref(),
+            Entry::Vacant(v) => {
+                if p.steps & 1 == 0 {
+                    return;
+                }
+                let mut st = self.new_state(p.corr, p.time, p.time + w);
+                st.differ = p.ev.value;
+                let r = v.insert(st);
+                self.created(stream, p.key, p.time + w);
+                r
+            }
+        };
+        if st.evidence.iter().any(|e| e.id == p.ev.id) {
+            self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let cur = st.step as usize;
+        let differs = cur == 0 || corr.steps[0].value.is_none() || {
+            let v = p.ev.value;
+            v != 0 && v != st.differ
+        };
+        if p.steps & (1 << cur) != 0 && differs {
+            st.progress = st.progress.saturating_add(1);
+            st.count += 1;
+            if st.evidence.len() < self.cap(corr) {
+                st.evidence.push(p.ev);
+            }
+            if u32::from(st.progress) >= corr.steps[cur].min_count {
+                st.step += 1;
+                st.progress = 0;
+            }
+            if st.step as usize == corr.steps.len() {
+                let (start, count) = (st.start, st.count);
+                self.fire(stream, corr, &p.ctx, &st.evidence, count, start, p.time, out);
+                drop(st);
+                self.remove(p.key);
+            }
+        } else if p.steps & ((1 << cur) - 1) != 0 {
+            // More of an earlier step: evidence, not progress.
+            st.count += 1;
+            if st.evidence.len() < self.cap(corr) {
+                st.evidence.push(p.ev);
+            }
+        }
+    }
+
+    fn created(&self, stream: &mut Stream, key: u64, expires: i64) {
+        self.keys.fetch_add(1, Ordering::Relaxed);
+        stream.deadlines.push(Reverse((expires, key)));
+    }
+
+    fn remove(&self, key: u64) {
+        if self.state.remove(&key).is_some() {
+            self.keys.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn deadline(&self, stream: &mut Stream, due: i64, key: u64, out: &mut Vec<Finding>) {
+        let Entry::Occupied(mut o) = self.state.entry(key) else {
+            return;
+        };
+        let st = o.get_mut();
+        if st.expires > due {
+            stream.deadlines.push(Reverse((st.expires, key)));
+            return;
+        }
+        let corr = &self.correlations[st.corr as usize];
+        match corr.kind {
+            Kind::Absence | Kind::Session | Kind::Silence => {
+                if let Some(ctx) = &st.ctx {
+                    self.fire(stream, corr, ctx, &st.evidence, st.count, st.start, st.expires, out);
+                }
+            }
+            _ => {}
+        }
+        o.remove();
+        self.keys.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fire(
+        &self,
+        stream: &Stream,
+        corr: &Correlation,
+        ctx: &Ctx,
+        evidence: &[Ev],
+        count: u32,
+        start: i64,
+        end: i64,
+        out: &mut Vec<Finding>,
+    ) {
+        if stream.muted {
+            self.counters.muted.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.counters.fired.fetch_add(1, Ordering::Relaxed);
+        out.push(self.finding(corr, ctx, evidence, count, start, end));
+    }
+
+    fn finding(
+        &self,
+        corr: &Correlation,
+        ctx: &Ctx,
+        evidence: &[Ev],
+        count: u32,
+        start: i64,
+        end: i64,
+    ) -> Finding {
+        let meta = &corr.meta;
+        let resources: Vec<&str> = ctx.resources.iter().map(String::as_str).collect();
+        let tier = self.matrix.data_tier(ctx.account.as_deref(), &resources);
+        let time = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap_or_default();
+        let window = format_window(end - start);
+        let detail = match corr.kind {
+            Kind::Threshold => format!("{count} events within {window} ({})", ctx.label),
+            Kind::Distinct => format!(
+                "{} distinct values within {window} ({})",
+                distinct_values(evidence),
+                ctx.label
+            ),
+            Kind::Sequence | Kind::Temporal => format!(
+                "{} within {window} ({})",
+                corr.steps
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" → "),
+                ctx.label
+            ),
+            Kind::Absence => format!(
+                "{} not followed by {} within {} ({})",
+                corr.steps[0].name,
+                corr.steps[1].name,
+                format_window(corr.within_ms),
+                ctx.label
+            ),
+            Kind::Session => format!("{count} events in the session window ({})", ctx.label),
+            Kind::Silence => format!(
+                "no events for {} after the last one ({})",
+                format_window(corr.within_ms),
+                ctx.label
+            ),
+        };
+        Finding {
+            id: finding_id(&[&meta.id, &ctx.label, &start.to_string()]),
+            kind: FindingKind::Correlation,
+            rule_id: meta.id.clone(),
+            title: meta.title.clone(),
+            severity: meta.severity.for_tier(tier),
+            rule_severity: meta.severity,
+            cloud: ctx.cloud,
+            account: ctx.account.clone(),
+            region: ctx.region.clone(),
+            service: ctx.service.clone(),
+            operation: ctx.operation.clone(),
+            principal: ctx.principal.clone(),
+            resources: ctx.resources.clone(),
+            domain: meta.domain,
+            responsibility: meta
+                .domain
+                .and_then(|d| self.matrix.owner_side(ctx.cloud, &ctx.service, d)),
+            owner_team: self
+                .matrix
+                .owning_team(ctx.account.as_deref(), &resources)
+                .map(str::to_owned),
+            data_tier: tier,
+            event_time: Some(time(end)),
+            evidence: evidence.iter().map(|e| e.evidence(&self.names)).collect(),
+            attack: meta.attack.clone(),
+            compliance: meta.compliance.clone(),
+            remediation: meta.remediation.clone(),
+            references: meta.references.clone(),
+            approved_paths: Vec::new(),
+            detail: Some(detail),
+            author: meta.author.clone(),
+            correlation: Some(CorrelationDetail {
+                kind: corr.kind.as_str(),
+                group: ctx.label.clone(),
+                window_start: time(start),
+                window_end: time(end),
+                events: count,
+            }),
+        }
+    }
+}
+
+fn distinct_values(evidence: &[Ev]) -> usize {
+    let mut seen: SmallVec<[u64; 8]> = SmallVec::new();
+    for e in evidence {
+        if e.value != 0 && !seen.contains(&e.value) {
+            seen.push(e.value);
+        }
+    }
+    seen.len()
+}
+
+fn format_window(ms: i64) -> String {
+    let secs = (ms.max(0) / 1000) as u64;
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+}
