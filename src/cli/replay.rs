@@ -1,6 +1,7 @@
 //! `seamwatch replay FILES`: read archived audit logs, run them through the
-//! same detector as the live pipeline, and print findings as JSON Lines, with
-//! a summary on stderr. (The replay issue adds archive layouts, S3 and
+//! same analyzer (detector and correlator) as the live pipeline, and print
+//! findings as JSON Lines, with a summary on stderr. The whole replay is one
+//! correlation stream; at the end it is flushed up to the last event time. (The replay issue adds archive layouts, S3 and
 //! LookupEvents sources, event-time ordering and reports.)
 
 use std::collections::BTreeMap;
@@ -14,10 +15,12 @@ use clap::Args;
 
 use super::input::{expand_inputs, read_input};
 use super::parse::write_json_line;
+use crate::analyze::{Analyzer, Scratch};
 use crate::config::Config;
+use crate::correlate::Stream;
+use crate::detect::Finding;
 use crate::detect::finding::SourceRef;
-use crate::detect::loader::{LoadReport, load_builtin, load_path};
-use crate::detect::{Detector, RuleSet};
+use crate::detect::loader::{LoadReport, load_builtin_report, load_path};
 use crate::event::{DecodeStats, Decoded, Decoder};
 use crate::matrix::Matrix;
 
@@ -43,11 +46,12 @@ pub struct ReplayArgs {
     pub quiet: bool,
 }
 
-/// Built-in pack plus extra paths; rejected rules are warned about.
-pub(crate) fn load_rules(extra: &[PathBuf], builtin: bool) -> anyhow::Result<RuleSet> {
+/// Built-in pack plus extra paths, rules and correlations; rejected rules
+/// are warned about.
+pub(crate) fn load_report(extra: &[PathBuf], builtin: bool) -> anyhow::Result<LoadReport> {
     let mut report = LoadReport::default();
     if builtin {
-        report.rules = load_builtin().context("loading the built-in rule pack")?;
+        report = load_builtin_report().context("loading the built-in rule pack")?;
     }
     for path in extra {
         report.merge(
@@ -57,7 +61,28 @@ pub(crate) fn load_rules(extra: &[PathBuf], builtin: bool) -> anyhow::Result<Rul
     for rejected in &report.rejected {
         tracing::warn!(file = %rejected.file, rule = rejected.rule.as_deref().unwrap_or(""), reason = %rejected.reason, "rule not loaded");
     }
-    Ok(RuleSet::new(report.rules))
+    report.rejected.clear();
+    Ok(report)
+}
+
+/// Rules, correlations and matrix, built into an analyzer.
+pub(crate) fn build_analyzer(
+    extra: &[PathBuf],
+    builtin: bool,
+    matrix: Matrix,
+    config: &Config,
+) -> anyhow::Result<Analyzer> {
+    let report = load_report(extra, builtin)?;
+    let (analyzer, rejected) = Analyzer::build(report, Arc::new(matrix), config.correlation);
+    for rejected in &rejected {
+        tracing::warn!(rule = rejected.rule.as_deref().unwrap_or(""), reason = %rejected.reason, "correlation not loaded");
+    }
+    tracing::info!(
+        rules = analyzer.detector().rules().len(),
+        correlations = analyzer.correlator().correlations().len(),
+        "rules loaded"
+    );
+    Ok(analyzer)
 }
 
 pub(crate) fn load_matrix(path: Option<&PathBuf>) -> anyhow::Result<Matrix> {
@@ -69,10 +94,10 @@ pub(crate) fn load_matrix(path: Option<&PathBuf>) -> anyhow::Result<Matrix> {
 }
 
 pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
-    let rules = load_rules(&args.rules, !args.no_builtin)?;
     let matrix = load_matrix(args.matrix.as_ref())?;
-    tracing::info!(rules = rules.len(), "rules loaded");
-    let detector = Detector::new(rules, Arc::new(matrix));
+    let analyzer = build_analyzer(&args.rules, !args.no_builtin, matrix, config)?;
+    let mut stream = Stream::new();
+    let mut scratch = Scratch::default();
     let decoder = Decoder::new(config.input.format, config.limits);
     let files = expand_inputs(&args.inputs)?;
 
@@ -82,6 +107,16 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let mut by_severity: BTreeMap<String, u64> = BTreeMap::new();
     let mut findings = Vec::new();
     let mut write_error = None;
+    let mut report = |findings: &mut Vec<Finding>, out: &mut BufWriter<_>| -> io::Result<()> {
+        for finding in findings.drain(..) {
+            *by_rule.entry(finding.rule_id.clone()).or_default() += 1;
+            *by_severity.entry(finding.severity.to_string()).or_default() += 1;
+            if !args.quiet {
+                write_json_line(out, &finding)?;
+            }
+        }
+        Ok(())
+    };
     for file in &files {
         let (name, bytes) = read_input(file)?;
         decoder.decode(&bytes, &mut |decoded: Decoded<'_>| {
@@ -92,23 +127,19 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
                 line: decoded.location.line,
                 index: decoded.location.index,
             };
-            findings.clear();
-            detector.detect(&event, source, &mut findings);
-            for finding in &findings {
-                *by_rule.entry(finding.rule_id.clone()).or_default() += 1;
-                *by_severity.entry(finding.severity.to_string()).or_default() += 1;
-                if !args.quiet
-                    && write_error.is_none()
-                    && let Err(e) = write_json_line(&mut out, finding)
-                {
-                    write_error = Some(e);
-                }
+            analyzer.process(&event, source, &mut stream, &mut scratch, &mut findings);
+            if let Err(e) = report(&mut findings, &mut out)
+                && write_error.is_none()
+            {
+                write_error = Some(e);
             }
         });
         if let Some(e) = write_error.take() {
             return Err(e).context("writing findings");
         }
     }
+    analyzer.finish(&mut stream, &mut findings);
+    report(&mut findings, &mut out).context("writing findings")?;
     out.flush().context("writing findings")?;
     let total: u64 = by_rule.values().sum();
     eprintln!(

@@ -8,10 +8,15 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::detect::RuleSet;
-use crate::detect::loader::{LoadReport, load_builtin, load_path};
+use std::sync::Arc;
+
+use crate::analyze::Analyzer;
+use crate::correlate::CorrelationConfig;
+use crate::correlate::testing::run_correlation_tests;
+use crate::detect::loader::{LoadReport, load_builtin_report, load_path};
 use crate::detect::rule::Expect;
 use crate::detect::testing::run_rule_tests;
+use crate::matrix::Matrix;
 
 #[derive(Debug, Subcommand)]
 pub enum RulesCommand {
@@ -44,10 +49,7 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<LoadReport> {
         Some(path) => {
             load_path(path).with_context(|| format!("loading rules from {}", path.display()))
         }
-        None => Ok(LoadReport {
-            rules: load_builtin().context("loading the built-in rule pack")?,
-            ..LoadReport::default()
-        }),
+        None => load_builtin_report().context("loading the built-in rule pack"),
     }
 }
 
@@ -59,8 +61,15 @@ pub fn run(command: RulesCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
-    let report = load(args.path.as_ref())?;
-    for rejected in &report.rejected {
+    let mut report = load(args.path.as_ref())?;
+    // Tests run against the built-in matrix, so their verdicts do not depend
+    // on local edits of the matrix file.
+    let matrix = Arc::new(Matrix::builtin());
+    let loaded_rejected = std::mem::take(&mut report.rejected);
+    let (analyzer, mut rejected) =
+        Analyzer::build(report, matrix.clone(), CorrelationConfig::default());
+    rejected.splice(0..0, loaded_rejected);
+    for rejected in &rejected {
         println!(
             "REJECTED {} {}: {}",
             rejected.file,
@@ -68,19 +77,36 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
             rejected.reason
         );
     }
-    let set = RuleSet::new(report.rules);
-    let results = run_rule_tests(&set);
-    let untested: Vec<&str> = set
+    let set = analyzer.detector().rules();
+    let results = run_rule_tests(set);
+    let correlations = analyzer.correlator().correlations();
+    let correlation_results = run_correlation_tests(analyzer.detector(), correlations, &matrix);
+    let mut untested: Vec<&str> = set
         .rules()
         .iter()
         .filter(|r| {
             r.origin == crate::detect::rule::RuleOrigin::Native
+                // Hidden rules of correlation steps are tested with their correlation.
+                && !r.meta.id.contains('#')
                 && !(r.tests.iter().any(|t| t.expect == Expect::Match)
                     && r.tests.iter().any(|t| t.expect == Expect::NoMatch))
         })
         .map(|r| r.meta.id.as_str())
         .collect();
-    let width = results.iter().map(|r| r.rule_id.len()).max().unwrap_or(10);
+    untested.extend(
+        correlations
+            .iter()
+            .filter(|c| {
+                !(c.tests.iter().any(|t| t.findings > 0) && c.tests.iter().any(|t| t.findings == 0))
+            })
+            .map(|c| c.meta.id.as_str()),
+    );
+    let width = results
+        .iter()
+        .map(|r| r.rule_id.len())
+        .chain(correlation_results.iter().map(|r| r.correlation.len()))
+        .max()
+        .unwrap_or(10);
     for result in &results {
         if args.quiet && result.passed {
             continue;
@@ -99,21 +125,41 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
             None => println!(),
         }
     }
-    for id in &untested {
-        println!("FAIL  {id:<width$}  needs at least one `match` and one `no_match` test");
+    for result in &correlation_results {
+        if args.quiet && result.passed {
+            continue;
+        }
+        let verdict = if result.passed { "pass" } else { "FAIL" };
+        print!(
+            "{verdict}  {:<width$}  {:<8}  {}",
+            result.correlation, "events", result.test
+        );
+        match &result.detail {
+            Some(detail) => println!("  -- {detail}"),
+            None => println!(),
+        }
     }
-    let failed = results.iter().filter(|r| !r.passed).count();
+    for id in &untested {
+        println!("FAIL  {id:<width$}  needs a test that matches (or finds) and one that does not");
+    }
+    let failed = results.iter().filter(|r| !r.passed).count()
+        + correlation_results.iter().filter(|r| !r.passed).count();
+    let tests = results.len() + correlation_results.len();
     println!(
-        "{} rules, {} tests: {} passed, {} failed; {} rules without both kinds of test; {} rejected",
-        set.len(),
-        results.len(),
-        results.len() - failed,
+        "{} rules and {} correlations, {} tests: {} passed, {} failed; {} without both kinds of test; {} rejected",
+        set.rules()
+            .iter()
+            .filter(|r| !r.meta.id.contains('#'))
+            .count(),
+        correlations.len(),
+        tests,
+        tests - failed,
         failed,
         untested.len(),
-        report.rejected.len()
+        rejected.len()
     );
     Ok(
-        if failed == 0 && untested.is_empty() && report.rejected.is_empty() {
+        if failed == 0 && untested.is_empty() && rejected.is_empty() {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)
@@ -146,16 +192,27 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             rejected.reason
         );
     }
-    let total = report.rules.len() + report.rejected.len();
+    if !args.quiet {
+        for correlation in &report.correlations {
+            println!(
+                "loaded    {}  [correlation {}]  {}",
+                correlation.meta.id,
+                correlation.kind.as_str(),
+                correlation.meta.title
+            );
+        }
+    }
+    let total = report.rules.len() + report.correlations.len() + report.rejected.len();
     let percent = if total == 0 {
         0.0
     } else {
-        100.0 * report.rules.len() as f64 / total as f64
+        100.0 * (total - report.rejected.len()) as f64 / total as f64
     };
     println!(
-        "{} files: {} rules loaded, {} rejected ({percent:.1}% loaded)",
+        "{} files: {} rules and {} correlations loaded, {} rejected ({percent:.1}% loaded)",
         report.files,
         report.rules.len(),
+        report.correlations.len(),
         report.rejected.len()
     );
     Ok(if report.rejected.is_empty() {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::correlate::CorrelationConfig;
 use crate::event::{FormatHint, Limits};
 
 /// Why a configuration could not be loaded.
@@ -33,6 +34,7 @@ pub enum ConfigError {
 pub struct Config {
     pub input: InputConfig,
     pub limits: Limits,
+    pub correlation: CorrelationConfig,
 }
 
 /// `[input]`: what the sources carry.
@@ -78,6 +80,13 @@ impl Config {
                 limits.max_record_bytes, limits.max_document_bytes
             ));
         }
+        let correlation = &self.correlation;
+        if correlation.max_keys == 0 || correlation.max_events_per_key == 0 {
+            return Err(
+                "correlation.max_keys and correlation.max_events_per_key must be greater than zero"
+                    .into(),
+            );
+        }
         Ok(())
     }
 }
@@ -113,5 +122,11 @@ mod tests {
         assert!(matches!(err, ConfigError::Invalid { .. }), "{err}");
         let config = Config::from_toml("[input]\nformat = \"aws\"\n", path).unwrap();
         assert_eq!(config.input.format, FormatHint::CloudTrail);
+        let config =
+            Config::from_toml("[correlation]\nallowed_lateness = \"90s\"\n", path).unwrap();
+        assert_eq!(config.correlation.allowed_lateness_ms, 90_000);
+        let err =
+            Config::from_toml("[correlation]\nallowed_lateness = \"soon\"\n", path).unwrap_err();
+        assert!(err.to_string().contains("not a duration"), "{err}");
     }
 }

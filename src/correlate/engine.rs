@@ -42,12 +42,12 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use super::evidence::{Ev, EvId, Names};
-use super::rule::{Correlation, Kind, KeyField, Step};
+use super::rule::{Correlation, KeyField, Kind, Step};
 use crate::detect::finding::{
     CorrelationDetail, Finding, FindingKind, FindingPrincipal, SourceRef, finding_id,
 };
-use crate::event::{AuditEvent, Cloud, EventId, Outcome};
 use crate::detect::rule::Rule;
+use crate::event::{AuditEvent, Cloud, EventId, Outcome};
 use crate::matrix::{Domain, Matrix, Side};
 
 /// Settings (`[correlation]` in `seamwatch.toml`).
@@ -56,7 +56,7 @@ use crate::matrix::{Domain, Matrix, Side};
 pub struct CorrelationConfig {
     /// How late (in event time) an event may arrive and still be ordered
     /// exactly; correlation findings wait this long in event time.
-    #[serde(with = "duration_ms")]
+    #[serde(rename = "allowed_lateness", with = "duration_ms")]
     pub allowed_lateness_ms: i64,
     /// Most groups tracked at once; beyond it the nearest deadline is evicted.
     pub max_keys: usize,
@@ -398,9 +398,7 @@ impl Correlator {
     fn customer_change(&self, event: &AuditEvent<'_>, matched: &[u32]) -> bool {
         event.outcome == Outcome::Success
             && event.read_only != Some(true)
-            && matched
-                .iter()
-                .any(|&r| self.rule_domain_customer(event, r))
+            && matched.iter().any(|&r| self.rule_domain_customer(event, r))
     }
 
     fn rule_domain_customer(&self, event: &AuditEvent<'_>, rule: u32) -> bool {
@@ -603,15 +601,21 @@ impl Correlator {
                 .filter(|&d| d <= upto);
             match (obs, due) {
                 (Some(t), Some(d)) if t <= d => {
-                    let Some(Reverse(p)) = stream.pending.pop() else { break };
+                    let Some(Reverse(p)) = stream.pending.pop() else {
+                        break;
+                    };
                     self.apply(stream, p, out);
                 }
                 (Some(_), None) => {
-                    let Some(Reverse(p)) = stream.pending.pop() else { break };
+                    let Some(Reverse(p)) = stream.pending.pop() else {
+                        break;
+                    };
                     self.apply(stream, p, out);
                 }
                 (_, Some(_)) => {
-                    let Some(Reverse((d, key))) = stream.deadlines.pop() else { break };
+                    let Some(Reverse((d, key))) = stream.deadlines.pop() else {
+                        break;
+                    };
                     self.deadline(stream, d, key, out);
                 }
                 (None, None) => break,
@@ -620,7 +624,10 @@ impl Correlator {
     }
 
     fn cap(&self, corr: &Correlation) -> usize {
-        self.config.max_events_per_key.max(corr.count as usize).max(1)
+        self.config
+            .max_events_per_key
+            .max(corr.count as usize)
+            .max(1)
     }
 
     /// Makes room for one more key: evicts the nearest deadline of this
@@ -703,7 +710,16 @@ impl Correlator {
                         st.fired = true;
                         st.start = st.evidence[0].time;
                         let (start, count) = (st.start, st.count);
-                        self.fire(stream, corr, &p.ctx, &st.evidence, count, start, newest, out);
+                        self.fire(
+                            stream,
+                            corr,
+                            &p.ctx,
+                            &st.evidence,
+                            count,
+                            start,
+                            newest,
+                            out,
+                        );
                     } else {
                         let evidence_cap = self.cap(corr);
                         if st.evidence.len() > evidence_cap {
@@ -743,7 +759,16 @@ impl Correlator {
                 let all = ((1u16 << corr.steps.len()) - 1) as u8;
                 if st.step == all {
                     let (start, count) = (st.start, st.count);
-                    self.fire(stream, corr, &p.ctx, &st.evidence, count, start, p.time, out);
+                    self.fire(
+                        stream,
+                        corr,
+                        &p.ctx,
+                        &st.evidence,
+                        count,
+                        start,
+                        p.time,
+                        out,
+                    );
                     drop(st);
                     self.remove(p.key);
                 } else {
@@ -892,7 +917,16 @@ impl Correlator {
             }
             if st.step as usize == corr.steps.len() {
                 let (start, count) = (st.start, st.count);
-                self.fire(stream, corr, &p.ctx, &st.evidence, count, start, p.time, out);
+                self.fire(
+                    stream,
+                    corr,
+                    &p.ctx,
+                    &st.evidence,
+                    count,
+                    start,
+                    p.time,
+                    out,
+                );
                 drop(st);
                 self.remove(p.key);
             }
@@ -929,7 +963,16 @@ impl Correlator {
         match corr.kind {
             Kind::Absence | Kind::Session | Kind::Silence => {
                 if let Some(ctx) = &st.ctx {
-                    self.fire(stream, corr, ctx, &st.evidence, st.count, st.start, st.expires, out);
+                    self.fire(
+                        stream,
+                        corr,
+                        ctx,
+                        &st.evidence,
+                        st.count,
+                        st.start,
+                        st.expires,
+                        out,
+                    );
                 }
             }
             _ => {}

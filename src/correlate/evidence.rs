@@ -202,7 +202,10 @@ mod tests {
             ))),
             EvId::Uuid(_)
         ));
-        assert_eq!(EvId::of(&EventId::Hash(0xab)).render(), "h:00000000000000ab");
+        assert_eq!(
+            EvId::of(&EventId::Hash(0xab)).render(),
+            "h:00000000000000ab"
+        );
         assert_eq!(std::mem::size_of::<Ev>(), 56);
     }
 

@@ -289,7 +289,9 @@ pub fn parse(raw: RawCorrelation, path: &Path) -> Result<CorrelationDef, String>
         ));
     }
     let count = match (kind, raw.count) {
-        (Kind::Threshold | Kind::Distinct, Some(0)) => return Err("count must be at least 1".into()),
+        (Kind::Threshold | Kind::Distinct, Some(0)) => {
+            return Err("count must be at least 1".into());
+        }
         (Kind::Threshold | Kind::Distinct, Some(n)) => n,
         (Kind::Threshold | Kind::Distinct, None) => {
             return Err(format!("a {} correlation needs `count`", kind.as_str()));
@@ -430,9 +432,7 @@ fn parse_step(
         }
         (None, None) if step.customer_change || step.tier.is_some() => Selector::Filters,
         (None, None) => {
-            return Err(
-                "needs `rules`, `match` or a filter (`customer_change`, `tier`)".into(),
-            );
+            return Err("needs `rules`, `match` or a filter (`customer_change`, `tier`)".into());
         }
     };
     if step.count == Some(0) {
@@ -592,9 +592,15 @@ mod tests {
         let cases = [
             (BASE.replace("    count: 3\n", ""), "needs `count`"),
             (BASE.replace("10m", "soon"), "not a duration"),
-            (BASE.replace("kind: threshold", "kind: absence"), "takes 2 to 2 steps"),
             (
-                BASE.replace("match: { outcome: denied }", "rules: [x]\n        match: {}"),
+                BASE.replace("kind: threshold", "kind: absence"),
+                "takes 2 to 2 steps",
+            ),
+            (
+                BASE.replace(
+                    "match: { outcome: denied }",
+                    "rules: [x]\n        match: {}",
+                ),
                 "not both",
             ),
             (
@@ -604,7 +610,10 @@ mod tests {
                 ),
                 "neither a group-by field",
             ),
-            (BASE.replace("event.principal.id", "event.nope"), "unknown event field"),
+            (
+                BASE.replace("event.principal.id", "event.nope"),
+                "unknown event field",
+            ),
         ];
         for (yaml, expected) in cases {
             let err = parse_yaml(&yaml).unwrap_err();
@@ -624,14 +633,19 @@ mod tests {
         assert!(outcome.rejected.is_empty(), "{:?}", outcome.rejected);
         let step = &outcome.correlations[0].steps[0];
         assert!(step.rules.len() >= 3);
-        assert!(
-            step.rules
-                .iter()
-                .all(|&i| rules[i as usize].meta.id.starts_with("aws.logging.cloudtrail_"))
-        );
-        let missing = parse_yaml(&BASE.replace("match: { outcome: denied }", "rules: [no.such]"))
-            .unwrap();
+        assert!(step.rules.iter().all(|&i| {
+            rules[i as usize]
+                .meta
+                .id
+                .starts_with("aws.logging.cloudtrail_")
+        }));
+        let missing =
+            parse_yaml(&BASE.replace("match: { outcome: denied }", "rules: [no.such]")).unwrap();
         let outcome = resolve(vec![missing], &mut rules);
-        assert!(outcome.rejected[0].1.contains("no loaded rule is `no.such`"));
+        assert!(
+            outcome.rejected[0]
+                .1
+                .contains("no loaded rule is `no.such`")
+        );
     }
 }

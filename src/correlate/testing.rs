@@ -96,7 +96,10 @@ fn run_one(
         let event = match decoded.as_slice() {
             [Ok(event)] => event,
             [Err((reason, detail))] => {
-                return Err(format!("event {} does not parse: {reason}: {detail}", i + 1));
+                return Err(format!(
+                    "event {} does not parse: {reason}: {detail}",
+                    i + 1
+                ));
             }
             _ => return Err(format!("event {} holds {} records", i + 1, decoded.len())),
         };

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use include_dir::{Dir, include_dir};
 
 use super::rule::{Rule, RuleError, parse_rule_document};
-use crate::correlate::rule::CorrelationDef;
 use super::sigma::load_sigma_text;
+use crate::correlate::rule::CorrelationDef;
 
 static BUILTIN: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/config/rules");
 

@@ -161,9 +161,7 @@ fn compile_correlation(
     let source_of = |reference: &str| {
         file_rules
             .iter()
-            .find(|r| {
-                r.id.as_deref() == Some(reference) || r.name.as_deref() == Some(reference)
-            })
+            .find(|r| r.id.as_deref() == Some(reference) || r.name.as_deref() == Some(reference))
             .and_then(|r| Source::of(r).ok())
     };
     let map = |reference: &str, name: &str| -> Result<KeyField, String> {
