@@ -24,4 +24,5 @@ pub mod correlate;
 pub mod detect;
 pub mod event;
 pub mod matrix;
+pub mod synth;
 pub mod util;
