@@ -29,7 +29,7 @@
 //! contributing event.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -47,7 +47,7 @@ use crate::detect::finding::{
     CorrelationDetail, Finding, FindingKind, FindingPrincipal, SourceRef, finding_id,
 };
 use crate::detect::rule::Rule;
-use crate::event::{AuditEvent, Cloud, EventId, Outcome};
+use crate::event::{AuditEvent, Cloud, EventId, Outcome, PrincipalKind};
 use crate::matrix::{Domain, Matrix, Side};
 
 /// Settings (`[correlation]` in `seamwatch.toml`).
@@ -109,78 +109,163 @@ impl Hasher for IdHasher {
 }
 
 /// The event a finding is reported against (the one that completed a
-/// pattern, or opened a window), owned.
+/// pattern, or opened a window), owned, in one allocation: the group label,
+/// account, region, service, operation, principal id and name, and the
+/// resources (one per line), back to back.
 #[derive(Clone, Debug)]
 pub struct Ctx {
-    label: String,
+    buf: String,
+    ends: [u32; 8],
     cloud: Cloud,
-    account: Option<String>,
-    region: Option<String>,
-    service: String,
-    operation: String,
-    principal: FindingPrincipal,
-    resources: Vec<String>,
+    kind: PrincipalKind,
 }
 
-/// Per-group state. Fixed-size but for evidence beyond the first event.
+impl Ctx {
+    fn part(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.buf[start..self.ends[i] as usize]
+    }
+    fn opt(&self, i: usize) -> Option<&str> {
+        Some(self.part(i)).filter(|s| !s.is_empty())
+    }
+    fn label(&self) -> &str {
+        self.part(0)
+    }
+    fn account(&self) -> Option<&str> {
+        self.opt(1)
+    }
+    fn region(&self) -> Option<&str> {
+        self.opt(2)
+    }
+    fn service(&self) -> &str {
+        self.part(3)
+    }
+    fn operation(&self) -> &str {
+        self.part(4)
+    }
+    fn principal(&self) -> FindingPrincipal {
+        FindingPrincipal {
+            kind: self.kind,
+            id: self.opt(5).map(str::to_owned),
+            name: self.opt(6).map(str::to_owned),
+        }
+    }
+    fn resources(&self) -> impl Iterator<Item = &str> {
+        self.part(7).split('\n').filter(|r| !r.is_empty())
+    }
+
+    /// `buf` holds the label already.
+    fn build(mut buf: String, event: &AuditEvent<'_>) -> Ctx {
+        let mut ends = [0u32; 8];
+        ends[0] = buf.len() as u32;
+        let p = &event.principal;
+        let parts = [
+            event.account.as_deref(),
+            event.region.as_deref(),
+            Some(&*event.service),
+            Some(&*event.operation),
+            p.id.as_deref(),
+            p.name.as_deref(),
+        ];
+        for (i, part) in parts.into_iter().enumerate() {
+            buf.push_str(part.unwrap_or(""));
+            ends[i + 1] = buf.len() as u32;
+        }
+        for (i, r) in event.resources.iter().enumerate() {
+            if i > 0 {
+                buf.push('\n');
+            }
+            buf.push_str(&r.id);
+        }
+        ends[7] = buf.len() as u32;
+        Ctx {
+            buf,
+            ends,
+            cloud: event.cloud,
+            kind: p.kind,
+        }
+    }
+}
+
+/// Per-group state: 24 bytes of counters, the reporting event where the kind
+/// needs it later, and the evidence (the first event inline).
 pub struct KeyState {
     /// Window start (ms): first event of the window, or the opener.
     start: i64,
     /// When this state is due (ms): window end, absence deadline.
     expires: i64,
-    /// Sequence: the differ value of the first step.
-    differ: u64,
     /// Events that took part (not capped).
     count: u32,
+    /// The correlation's index; the top bit says the window has fired.
     corr: u16,
     /// Sequence: the step being completed; temporal: steps seen, as bits.
     step: u8,
     /// Sequence: events of the current step so far.
     progress: u8,
-    fired: bool,
     ctx: Option<Box<Ctx>>,
+    /// The first one is the first step's event: a sequence's `differ`
+    /// compares against its value.
     evidence: SmallVec<[Ev; 1]>,
 }
 
-/// A matched event waiting for the watermark.
-struct Pending {
+const FIRED: u16 = 1 << 15;
+
+impl KeyState {
+    fn corr(&self) -> usize {
+        usize::from(self.corr & !FIRED)
+    }
+    fn fired(&self) -> bool {
+        self.corr & FIRED != 0
+    }
+    fn set_fired(&mut self, fired: bool) {
+        if fired {
+            self.corr |= FIRED;
+        } else {
+            self.corr &= !FIRED;
+        }
+    }
+}
+
+/// A matched event waiting for the watermark: a small heap entry; the
+/// payload waits in the stream's slab.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct PendingKey {
     time: i64,
     tie: u64,
     corr: u16,
     steps: u8,
+    slot: u32,
+}
+
+struct Payload {
     key: u64,
     ev: Ev,
-    ctx: Box<Ctx>,
+    ctx: Ctx,
 }
 
-impl Pending {
-    fn order(&self) -> (i64, u64, u16, u8) {
-        (self.time, self.tie, self.corr, self.steps)
-    }
-}
-
-impl PartialEq for Pending {
-    fn eq(&self, other: &Self) -> bool {
-        self.order() == other.order()
-    }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Pending {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.order().cmp(&other.order())
-    }
+/// An observation being applied.
+struct Pending {
+    time: i64,
+    corr: u16,
+    steps: u8,
+    key: u64,
+    ev: Ev,
+    ctx: Ctx,
 }
 
 /// One ordered input: a Kafka partition, or a replay. Owned by one worker.
 pub struct Stream {
     max_seen: i64,
     watermark: i64,
-    pending: BinaryHeap<Reverse<Pending>>,
+    /// Observations that arrived in time order, oldest first: O(1) both
+    /// ends. Equal times may be in any order here.
+    in_order: VecDeque<PendingKey>,
+    /// All observations of the time being released, sorted by tie-break.
+    ready: VecDeque<PendingKey>,
+    /// Those that arrived behind a later one: usually few.
+    pending: BinaryHeap<Reverse<PendingKey>>,
+    slab: Vec<Option<Payload>>,
+    free: Vec<u32>,
     deadlines: BinaryHeap<Reverse<(i64, u64)>>,
     muted: bool,
 }
@@ -190,7 +275,11 @@ impl Default for Stream {
         Stream {
             max_seen: i64::MIN,
             watermark: i64::MIN,
+            in_order: VecDeque::new(),
+            ready: VecDeque::new(),
             pending: BinaryHeap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
             deadlines: BinaryHeap::new(),
             muted: false,
         }
@@ -211,13 +300,86 @@ impl Stream {
 
     /// Observations waiting for the watermark.
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.ready.len() + self.in_order.len() + self.pending.len()
+    }
+
+    /// Time of the oldest waiting observation.
+    fn next_time(&self) -> Option<i64> {
+        if let Some(first) = self.ready.front() {
+            return Some(first.time);
+        }
+        let a = self.in_order.front().map(|k| k.time);
+        let b = self.pending.peek().map(|Reverse(k)| k.time);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// While muted (warm-up after a rebalance), state is rebuilt but no
     /// finding is emitted.
     pub fn set_muted(&mut self, muted: bool) {
         self.muted = muted;
+    }
+
+    fn push(&mut self, key: PendingKey, payload: Payload) {
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = Some(payload);
+                slot
+            }
+            None => {
+                self.slab.push(Some(payload));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        let key = PendingKey { slot, ..key };
+        if self.in_order.back().is_none_or(|last| last.time <= key.time) {
+            self.in_order.push_back(key);
+        } else {
+            self.pending.push(Reverse(key));
+        }
+    }
+
+    fn pop(&mut self) -> Option<Pending> {
+        if self.ready.is_empty() {
+            // Gather every observation of the earliest time, then order them
+            // by the tie-break, whatever order they arrived in.
+            let t = self.next_time()?;
+            while self.in_order.front().is_some_and(|k| k.time == t) {
+                self.ready.extend(self.in_order.pop_front());
+            }
+            while self.pending.peek().is_some_and(|Reverse(k)| k.time == t) {
+                self.ready.extend(self.pending.pop().map(|Reverse(k)| k));
+            }
+            self.ready.make_contiguous().sort_unstable();
+        }
+        let key = self.ready.pop_front()?;
+        let payload = self.slab[key.slot as usize].take()?;
+        self.free.push(key.slot);
+        if self.pending.is_empty() && self.in_order.is_empty() && self.ready.is_empty() {
+            // Nothing waits: reuse the slab from the start.
+            self.slab.clear();
+            self.free.clear();
+        }
+        Some(Pending {
+            time: key.time,
+            corr: key.corr,
+            steps: key.steps,
+            key: payload.key,
+            ev: payload.ev,
+            ctx: payload.ctx,
+        })
+    }
+
+    /// Releases spare capacity (after a flush).
+    pub fn shrink(&mut self) {
+        self.pending.shrink_to_fit();
+        self.in_order.shrink_to_fit();
+        self.ready.shrink_to_fit();
+        self.slab.shrink_to_fit();
+        self.free.shrink_to_fit();
+        self.deadlines.shrink_to_fit();
     }
 }
 
@@ -372,6 +534,7 @@ impl Correlator {
         }
         stream.watermark = stream.max_seen;
         self.release(stream, stream.max_seen, out);
+        stream.shrink();
     }
 
     /// Moves the stream's event time forward without an event (an idle
@@ -471,11 +634,14 @@ impl Correlator {
                 .and_then(|f| self.field_hash(f, event))
                 .unwrap_or(0);
             self.counters.observations.fetch_add(1, Ordering::Relaxed);
-            let pending = Pending {
+            let key_ = PendingKey {
                 time: t,
                 tie,
                 corr: c,
                 steps: mask,
+                slot: 0,
+            };
+            let payload = Payload {
                 key,
                 ev: Ev {
                     time: t,
@@ -483,22 +649,21 @@ impl Correlator {
                     id: EvId::of(&event.event_id),
                     src: self.names.src(source),
                 },
-                ctx: Box::new(Ctx {
-                    label,
-                    cloud: event.cloud,
-                    account: event.account.as_deref().map(str::to_owned),
-                    region: event.region.as_deref().map(str::to_owned),
-                    service: event.service.to_string(),
-                    operation: event.operation.to_string(),
-                    principal: FindingPrincipal::of(event),
-                    resources: event.resources.iter().map(|r| r.id.to_string()).collect(),
-                }),
+                ctx: Ctx::build(label, event),
             };
             if t <= stream.watermark {
                 self.counters.late.fetch_add(1, Ordering::Relaxed);
+                let pending = Pending {
+                    time: t,
+                    corr: c,
+                    steps: mask,
+                    key,
+                    ev: payload.ev,
+                    ctx: payload.ctx,
+                };
                 self.apply(stream, pending, out);
             } else {
-                stream.pending.push(Reverse(pending));
+                stream.push(key_, payload);
             }
         }
     }
@@ -555,7 +720,7 @@ impl Correlator {
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
         hasher.update(&c.to_le_bytes());
         hasher.update(corr.meta.id.as_bytes());
-        let mut label = String::new();
+        let mut label = String::with_capacity(256);
         for (name, field) in corr.group_by.iter().zip(&step.keys) {
             let found = self.first_value(field, event, |value| {
                 hasher.update(&[0]);
@@ -589,11 +754,7 @@ impl Correlator {
     /// event-time order (an observation before a deadline at the same time).
     fn release(&self, stream: &mut Stream, upto: i64, out: &mut Vec<Finding>) {
         loop {
-            let obs = stream
-                .pending
-                .peek()
-                .map(|Reverse(p)| p.time)
-                .filter(|&t| t <= upto);
+            let obs = stream.next_time().filter(|&t| t <= upto);
             let due = stream
                 .deadlines
                 .peek()
@@ -601,13 +762,13 @@ impl Correlator {
                 .filter(|&d| d <= upto);
             match (obs, due) {
                 (Some(t), Some(d)) if t <= d => {
-                    let Some(Reverse(p)) = stream.pending.pop() else {
+                    let Some(p) = stream.pop() else {
                         break;
                     };
                     self.apply(stream, p, out);
                 }
                 (Some(_), None) => {
-                    let Some(Reverse(p)) = stream.pending.pop() else {
+                    let Some(p) = stream.pop() else {
                         break;
                     };
                     self.apply(stream, p, out);
@@ -650,12 +811,10 @@ impl Correlator {
         KeyState {
             start: t,
             expires,
-            differ: 0,
             count: 0,
             corr,
             step: 0,
             progress: 0,
-            fired: false,
             ctx: None,
             evidence: SmallVec::new(),
         }
@@ -677,14 +836,14 @@ impl Correlator {
         match corr.kind {
             Kind::Threshold | Kind::Distinct => {
                 let mut st = entry.or_insert_with(|| self.new_state(p.corr, p.time, p.time + w));
-                if st.fired && p.time > st.start + w {
-                    st.fired = false;
+                if st.fired() && p.time > st.start + w {
+                    st.set_fired(false);
                     st.count = 0;
                     st.evidence.clear();
                 }
                 if st.evidence.iter().any(|e| e.id == p.ev.id) {
                     self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                } else if st.fired {
+                } else if st.fired() {
                     st.count += 1;
                     if st.evidence.len() < self.cap(corr) {
                         st.evidence.push(p.ev);
@@ -707,7 +866,7 @@ impl Correlator {
                     };
                     st.count = st.evidence.len() as u32;
                     if reached {
-                        st.fired = true;
+                        st.set_fired(true);
                         st.start = st.evidence[0].time;
                         let (start, count) = (st.start, st.count);
                         self.fire(
@@ -729,7 +888,7 @@ impl Correlator {
                     }
                     st.expires = st.expires.max(newest + w);
                 }
-                if st.fired {
+                if st.fired() {
                     st.expires = st.expires.max(st.start + w);
                 }
                 drop(st);
@@ -812,7 +971,7 @@ impl Correlator {
                         let mut st = self.new_state(p.corr, p.time, p.time + w);
                         st.count = 1;
                         st.evidence.push(p.ev);
-                        st.ctx = Some(p.ctx);
+                        st.ctx = Some(Box::new(p.ctx));
                         v.insert(st);
                         self.created(stream, p.key, p.time + w);
                     }
@@ -826,7 +985,7 @@ impl Correlator {
                     let mut st = self.new_state(p.corr, p.time, p.time + w);
                     st.count = 1;
                     st.evidence.push(p.ev);
-                    st.ctx = Some(p.ctx);
+                    st.ctx = Some(Box::new(p.ctx));
                     v.insert(st);
                     self.created(stream, p.key, p.time + w);
                 }
@@ -845,7 +1004,7 @@ impl Correlator {
                     let mut st = self.new_state(p.corr, p.time, p.time + w);
                     st.count = 1;
                     st.evidence.push(p.ev);
-                    st.ctx = Some(p.ctx);
+                    st.ctx = Some(Box::new(p.ctx));
                     v.insert(st);
                     self.created(stream, p.key, p.time + w);
                 }
@@ -889,8 +1048,7 @@ impl Correlator {
                 if p.steps & 1 == 0 {
                     return;
                 }
-                let mut st = self.new_state(p.corr, p.time, p.time + w);
-                st.differ = p.ev.value;
+                let st = self.new_state(p.corr, p.time, p.time + w);
                 let r = v.insert(st);
                 self.created(stream, p.key, p.time + w);
                 r
@@ -903,7 +1061,7 @@ impl Correlator {
         let cur = st.step as usize;
         let differs = cur == 0 || corr.steps[0].value.is_none() || {
             let v = p.ev.value;
-            v != 0 && v != st.differ
+            v != 0 && st.evidence.first().is_none_or(|first| v != first.value)
         };
         if p.steps & (1 << cur) != 0 && differs {
             st.progress = st.progress.saturating_add(1);
@@ -959,7 +1117,7 @@ impl Correlator {
             stream.deadlines.push(Reverse((st.expires, key)));
             return;
         }
-        let corr = &self.correlations[st.corr as usize];
+        let corr = &self.correlations[st.corr()];
         match corr.kind {
             Kind::Absence | Kind::Session | Kind::Silence => {
                 if let Some(ctx) = &st.ctx {
@@ -1011,16 +1169,16 @@ impl Correlator {
         end: i64,
     ) -> Finding {
         let meta = &corr.meta;
-        let resources: Vec<&str> = ctx.resources.iter().map(String::as_str).collect();
-        let tier = self.matrix.data_tier(ctx.account.as_deref(), &resources);
+        let resources: Vec<&str> = ctx.resources().collect();
+        let tier = self.matrix.data_tier(ctx.account(), &resources);
         let time = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap_or_default();
         let window = format_window(end - start);
         let detail = match corr.kind {
-            Kind::Threshold => format!("{count} events within {window} ({})", ctx.label),
+            Kind::Threshold => format!("{count} events within {window} ({})", ctx.label()),
             Kind::Distinct => format!(
                 "{} distinct values within {window} ({})",
                 distinct_values(evidence),
-                ctx.label
+                ctx.label()
             ),
             Kind::Sequence | Kind::Temporal => format!(
                 "{} within {window} ({})",
@@ -1029,43 +1187,43 @@ impl Correlator {
                     .map(|s| s.name.as_str())
                     .collect::<Vec<_>>()
                     .join(" → "),
-                ctx.label
+                ctx.label()
             ),
             Kind::Absence => format!(
                 "{} not followed by {} within {} ({})",
                 corr.steps[0].name,
                 corr.steps[1].name,
                 format_window(corr.within_ms),
-                ctx.label
+                ctx.label()
             ),
-            Kind::Session => format!("{count} events in the session window ({})", ctx.label),
+            Kind::Session => format!("{count} events in the session window ({})", ctx.label()),
             Kind::Silence => format!(
                 "no events for {} after the last one ({})",
                 format_window(corr.within_ms),
-                ctx.label
+                ctx.label()
             ),
         };
         Finding {
-            id: finding_id(&[&meta.id, &ctx.label, &start.to_string()]),
+            id: finding_id(&[&meta.id, ctx.label(), &start.to_string()]),
             kind: FindingKind::Correlation,
             rule_id: meta.id.clone(),
             title: meta.title.clone(),
             severity: meta.severity.for_tier(tier),
             rule_severity: meta.severity,
             cloud: ctx.cloud,
-            account: ctx.account.clone(),
-            region: ctx.region.clone(),
-            service: ctx.service.clone(),
-            operation: ctx.operation.clone(),
-            principal: ctx.principal.clone(),
-            resources: ctx.resources.clone(),
+            account: ctx.account().map(str::to_owned),
+            region: ctx.region().map(str::to_owned),
+            service: ctx.service().to_owned(),
+            operation: ctx.operation().to_owned(),
+            principal: ctx.principal(),
+            resources: resources.iter().map(|r| (*r).to_owned()).collect(),
             domain: meta.domain,
             responsibility: meta
                 .domain
-                .and_then(|d| self.matrix.owner_side(ctx.cloud, &ctx.service, d)),
+                .and_then(|d| self.matrix.owner_side(ctx.cloud, ctx.service(), d)),
             owner_team: self
                 .matrix
-                .owning_team(ctx.account.as_deref(), &resources)
+                .owning_team(ctx.account(), &resources)
                 .map(str::to_owned),
             data_tier: tier,
             event_time: Some(time(end)),
@@ -1079,7 +1237,7 @@ impl Correlator {
             author: meta.author.clone(),
             correlation: Some(CorrelationDetail {
                 kind: corr.kind.as_str(),
-                group: ctx.label.clone(),
+                group: ctx.label().to_owned(),
                 window_start: time(start),
                 window_end: time(end),
                 events: count,
