@@ -41,7 +41,7 @@ use dashmap::mapref::entry::Entry;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
-use super::evidence::{Ev, EvId, Names};
+use super::evidence::{Ev, EvId, Names, Src};
 use super::rule::{Correlation, KeyField, Kind, Step};
 use crate::detect::finding::{
     CorrelationDetail, Finding, FindingKind, FindingPrincipal, SourceRef, finding_id,
@@ -240,7 +240,7 @@ struct PendingKey {
 struct Payload {
     key: u64,
     ev: Ev,
-    ctx: Ctx,
+    ctx: Option<Ctx>,
 }
 
 /// An observation being applied.
@@ -250,7 +250,19 @@ struct Pending {
     steps: u8,
     key: u64,
     ev: Ev,
-    ctx: Ctx,
+    /// Only where the kind may report this event (see [`needs_ctx`]).
+    ctx: Option<Ctx>,
+}
+
+/// Whether an observation of these steps may be the event a finding reports:
+/// the completing event of a threshold, distinct, temporal or sequence (its
+/// last step), the opener of an absence or session, any event of a silence.
+fn needs_ctx(corr: &Correlation, steps: u8) -> bool {
+    match corr.kind {
+        Kind::Threshold | Kind::Distinct | Kind::Temporal | Kind::Silence => true,
+        Kind::Sequence => steps & (1 << (corr.steps.len() - 1)) != 0,
+        Kind::Absence | Kind::Session => steps & 1 != 0,
+    }
 }
 
 /// One ordered input: a Kafka partition, or a replay. Owned by one worker.
@@ -268,6 +280,10 @@ pub struct Stream {
     free: Vec<u32>,
     deadlines: BinaryHeap<Reverse<(i64, u64)>>,
     muted: bool,
+    /// Scratch for group labels.
+    label: String,
+    /// The last source name interned, to skip the interner on runs of one file or topic.
+    last_source: Option<(String, Src)>,
 }
 
 impl Default for Stream {
@@ -282,6 +298,8 @@ impl Default for Stream {
             free: Vec::new(),
             deadlines: BinaryHeap::new(),
             muted: false,
+            label: String::new(),
+            last_source: None,
         }
     }
 }
@@ -320,6 +338,22 @@ impl Stream {
     /// finding is emitted.
     pub fn set_muted(&mut self, muted: bool) {
         self.muted = muted;
+    }
+
+    fn src(&mut self, names: &Names, source: SourceRef<'_>) -> Src {
+        let name = match source {
+            SourceRef::File { path, .. } => path,
+            SourceRef::Kafka { topic, .. } => topic,
+            SourceRef::Unknown => return names.src(source),
+        };
+        if let Some((last, src)) = &self.last_source
+            && last == name
+        {
+            return src.with_position(source);
+        }
+        let src = names.src(source);
+        self.last_source = Some((name.to_owned(), src));
+        src
     }
 
     fn push(&mut self, key: PendingKey, payload: Payload) {
@@ -455,7 +489,12 @@ impl Correlator {
             correlations,
             by_rule,
             filter_steps,
-            rule_domains: rules.iter().map(|r| r.meta.domain).collect(),
+            // Hidden rules of correlation steps are not controls: only real
+            // detections say an event changed a customer-owned control.
+            rule_domains: rules
+                .iter()
+                .map(|r| (!r.meta.id.contains('#')).then_some(r.meta.domain).flatten())
+                .collect(),
             state: DashMap::with_hasher(BuildHasherDefault::default()),
             keys: AtomicUsize::new(0),
             matrix,
@@ -624,7 +663,10 @@ impl Correlator {
                 continue;
             }
             let first = &corr.steps[mask.trailing_zeros() as usize];
-            let Some((key, label)) = self.group_key(c, corr, first, event) else {
+            let mut label = std::mem::take(&mut stream.label);
+            let key = self.group_key(c, corr, first, event, &mut label);
+            stream.label = label;
+            let Some(key) = key else {
                 self.counters.ungrouped.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
@@ -647,9 +689,13 @@ impl Correlator {
                     time: t,
                     value,
                     id: EvId::of(&event.event_id),
-                    src: self.names.src(source),
+                    src: stream.src(&self.names, source),
                 },
-                ctx: Ctx::build(label, event),
+                ctx: needs_ctx(corr, mask).then(|| {
+                    let mut buf = String::with_capacity(stream.label.len() + 192);
+                    buf.push_str(&stream.label);
+                    Ctx::build(buf, event)
+                }),
             };
             if t <= stream.watermark {
                 self.counters.late.fetch_add(1, Ordering::Relaxed);
@@ -710,33 +756,35 @@ impl Correlator {
         hash
     }
 
+    /// Writes the group label (`name=value, …`) into `buf` and returns the
+    /// key: a hash of the correlation and the label. `None` when a group-by
+    /// field is absent.
     fn group_key(
         &self,
         c: u16,
         corr: &Correlation,
         step: &Step,
         event: &AuditEvent<'_>,
-    ) -> Option<(u64, String)> {
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        hasher.update(&c.to_le_bytes());
-        hasher.update(corr.meta.id.as_bytes());
-        let mut label = String::with_capacity(256);
+        buf: &mut String,
+    ) -> Option<u64> {
+        buf.clear();
         for (name, field) in corr.group_by.iter().zip(&step.keys) {
             let found = self.first_value(field, event, |value| {
-                hasher.update(&[0]);
-                hasher.update(value.as_bytes());
-                if !label.is_empty() {
-                    label.push_str(", ");
+                if !buf.is_empty() {
+                    buf.push_str(", ");
                 }
-                label.push_str(name);
-                label.push('=');
-                label.push_str(value);
+                buf.push_str(name);
+                buf.push('=');
+                buf.push_str(value);
             });
             if !found {
                 return None;
             }
         }
-        Some((hasher.digest(), label))
+        Some(xxhash_rust::xxh3::xxh3_64_with_seed(
+            buf.as_bytes(),
+            u64::from(c) << 32 | corr.steps.len() as u64,
+        ))
     }
 
     fn advance(&self, stream: &mut Stream, t: i64, out: &mut Vec<Finding>) {
@@ -872,7 +920,7 @@ impl Correlator {
                         self.fire(
                             stream,
                             corr,
-                            &p.ctx,
+                            p.ctx.as_ref(),
                             &st.evidence,
                             count,
                             start,
@@ -921,7 +969,7 @@ impl Correlator {
                     self.fire(
                         stream,
                         corr,
-                        &p.ctx,
+                        p.ctx.as_ref(),
                         &st.evidence,
                         count,
                         start,
@@ -971,7 +1019,7 @@ impl Correlator {
                         let mut st = self.new_state(p.corr, p.time, p.time + w);
                         st.count = 1;
                         st.evidence.push(p.ev);
-                        st.ctx = Some(Box::new(p.ctx));
+                        st.ctx = p.ctx.map(Box::new);
                         v.insert(st);
                         self.created(stream, p.key, p.time + w);
                     }
@@ -985,7 +1033,7 @@ impl Correlator {
                     let mut st = self.new_state(p.corr, p.time, p.time + w);
                     st.count = 1;
                     st.evidence.push(p.ev);
-                    st.ctx = Some(Box::new(p.ctx));
+                    st.ctx = p.ctx.map(Box::new);
                     v.insert(st);
                     self.created(stream, p.key, p.time + w);
                 }
@@ -1004,7 +1052,7 @@ impl Correlator {
                     let mut st = self.new_state(p.corr, p.time, p.time + w);
                     st.count = 1;
                     st.evidence.push(p.ev);
-                    st.ctx = Some(Box::new(p.ctx));
+                    st.ctx = p.ctx.map(Box::new);
                     v.insert(st);
                     self.created(stream, p.key, p.time + w);
                 }
@@ -1078,7 +1126,7 @@ impl Correlator {
                 self.fire(
                     stream,
                     corr,
-                    &p.ctx,
+                    p.ctx.as_ref(),
                     &st.evidence,
                     count,
                     start,
@@ -1120,18 +1168,17 @@ impl Correlator {
         let corr = &self.correlations[st.corr()];
         match corr.kind {
             Kind::Absence | Kind::Session | Kind::Silence => {
-                if let Some(ctx) = &st.ctx {
-                    self.fire(
-                        stream,
-                        corr,
-                        ctx,
-                        &st.evidence,
-                        st.count,
-                        st.start,
-                        st.expires,
-                        out,
-                    );
-                }
+                let ctx = st.ctx.as_deref();
+                self.fire(
+                    stream,
+                    corr,
+                    ctx,
+                    &st.evidence,
+                    st.count,
+                    st.start,
+                    st.expires,
+                    out,
+                );
             }
             _ => {}
         }
@@ -1144,13 +1191,18 @@ impl Correlator {
         &self,
         stream: &Stream,
         corr: &Correlation,
-        ctx: &Ctx,
+        ctx: Option<&Ctx>,
         evidence: &[Ev],
         count: u32,
         start: i64,
         end: i64,
         out: &mut Vec<Finding>,
     ) {
+        let Some(ctx) = ctx else {
+            // Every kind keeps the event it reports (`needs_ctx`): a bug if not.
+            tracing::error!(correlation = %corr.meta.id, "correlation fired without its reporting event");
+            return;
+        };
         if stream.muted {
             self.counters.muted.fetch_add(1, Ordering::Relaxed);
             return;

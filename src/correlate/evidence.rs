@@ -93,6 +93,27 @@ pub struct Src {
     b: u64,
 }
 
+impl Src {
+    /// The same name with the position of `source` (of the same kind).
+    pub fn with_position(self, source: SourceRef<'_>) -> Src {
+        match source {
+            SourceRef::File { line, index, .. } => Src {
+                a: index,
+                b: line,
+                ..self
+            },
+            SourceRef::Kafka {
+                partition, offset, ..
+            } => Src {
+                a: partition as u32,
+                b: offset as u64,
+                ..self
+            },
+            SourceRef::Unknown => self,
+        }
+    }
+}
+
 /// Interned source names (files, topics): few, long-lived.
 #[derive(Debug, Default)]
 pub struct Names {
