@@ -37,7 +37,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATED.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        ALLOCATED.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -85,7 +88,13 @@ fn bytes_per_key() {
         );
         decoder.decode(json.as_bytes(), &mut |d| {
             if let Ok(event) = d.result {
-                analyzer.process(&event, SourceRef::Unknown, &mut stream, &mut scratch, &mut out);
+                analyzer.process(
+                    &event,
+                    SourceRef::Unknown,
+                    &mut stream,
+                    &mut scratch,
+                    &mut out,
+                );
             }
         });
         out.clear();
@@ -142,9 +151,12 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             for event in &events {
                 matched.clear();
-                reference
-                    .detector()
-                    .detect_matched(event, SourceRef::Unknown, &mut out, &mut matched);
+                reference.detector().detect_matched(
+                    event,
+                    SourceRef::Unknown,
+                    &mut out,
+                    &mut matched,
+                );
                 out.clear();
             }
         })
@@ -158,7 +170,13 @@ fn bench(c: &mut Criterion) {
                 let mut scratch = Scratch::default();
                 let mut out = Vec::new();
                 for event in &events {
-                    analyzer.process(event, SourceRef::Unknown, &mut stream, &mut scratch, &mut out);
+                    analyzer.process(
+                        event,
+                        SourceRef::Unknown,
+                        &mut stream,
+                        &mut scratch,
+                        &mut out,
+                    );
                     out.clear();
                 }
                 analyzer.finish(&mut stream, &mut out);

@@ -74,7 +74,10 @@ impl Generator {
 
     /// The account of principal `p`.
     pub fn account_of(&self, p: u32) -> String {
-        format!("{:012}", 100_000_000_000u64 + u64::from(p % self.config.accounts.max(1)))
+        format!(
+            "{:012}",
+            100_000_000_000u64 + u64::from(p % self.config.accounts.max(1))
+        )
     }
 
     pub fn next_event(&mut self) -> SynthEvent {
@@ -87,8 +90,20 @@ impl Generator {
         let security = self.rng.f64() < self.config.security_share;
         let (source, name, params, error, region) = if security {
             match self.rng.u32(0..10) {
-                0 => ("cloudtrail.amazonaws.com", "StopLogging", r#"{"name":"org-trail"}"#, None, region),
-                1 => ("cloudtrail.amazonaws.com", "StartLogging", r#"{"name":"org-trail"}"#, None, region),
+                0 => (
+                    "cloudtrail.amazonaws.com",
+                    "StopLogging",
+                    r#"{"name":"org-trail"}"#,
+                    None,
+                    region,
+                ),
+                1 => (
+                    "cloudtrail.amazonaws.com",
+                    "StartLogging",
+                    r#"{"name":"org-trail"}"#,
+                    None,
+                    region,
+                ),
                 2 => (
                     "ec2.amazonaws.com",
                     "AuthorizeSecurityGroupIngress",
@@ -110,7 +125,13 @@ impl Generator {
                     None,
                     region,
                 ),
-                6 | 7 => ("ec2.amazonaws.com", "DeleteSnapshot", r#"{"snapshotId":"snap-0123456789abcdef0"}"#, None, region),
+                6 | 7 => (
+                    "ec2.amazonaws.com",
+                    "DeleteSnapshot",
+                    r#"{"snapshotId":"snap-0123456789abcdef0"}"#,
+                    None,
+                    region,
+                ),
                 8 => (
                     "ec2.amazonaws.com",
                     "RunInstances",
@@ -118,14 +139,44 @@ impl Generator {
                     None,
                     REGIONS[self.rng.usize(0..REGIONS.len())],
                 ),
-                _ => ("sts.amazonaws.com", "GetCallerIdentity", "null", None, region),
+                _ => (
+                    "sts.amazonaws.com",
+                    "GetCallerIdentity",
+                    "null",
+                    None,
+                    region,
+                ),
             }
         } else {
             match self.rng.u32(0..4) {
-                0 => ("s3.amazonaws.com", "GetObject", r#"{"bucketName":"app-assets","key":"index.html"}"#, None, region),
-                1 => ("ec2.amazonaws.com", "DescribeInstances", r#"{"maxResults":100}"#, None, region),
-                2 => ("dynamodb.amazonaws.com", "PutItem", r#"{"tableName":"orders"}"#, None, region),
-                _ => ("lambda.amazonaws.com", "Invoke", r#"{"functionName":"resize"}"#, None, region),
+                0 => (
+                    "s3.amazonaws.com",
+                    "GetObject",
+                    r#"{"bucketName":"app-assets","key":"index.html"}"#,
+                    None,
+                    region,
+                ),
+                1 => (
+                    "ec2.amazonaws.com",
+                    "DescribeInstances",
+                    r#"{"maxResults":100}"#,
+                    None,
+                    region,
+                ),
+                2 => (
+                    "dynamodb.amazonaws.com",
+                    "PutItem",
+                    r#"{"tableName":"orders"}"#,
+                    None,
+                    region,
+                ),
+                _ => (
+                    "lambda.amazonaws.com",
+                    "Invoke",
+                    r#"{"functionName":"resize"}"#,
+                    None,
+                    region,
+                ),
             }
         };
         let time = DateTime::from_timestamp_millis(self.now)

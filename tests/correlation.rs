@@ -131,9 +131,7 @@ fn two_workers_on_separate_streams_find_what_one_finds() {
     let parts: Vec<Vec<(usize, &AuditEvent<'_>)>> = (0..2)
         .map(|w| {
             all.iter()
-                .filter(|(i, _)| {
-                    (generated[*i].account.bytes().last().unwrap() % 2) as usize == w
-                })
+                .filter(|(i, _)| (generated[*i].account.bytes().last().unwrap() % 2) as usize == w)
                 .copied()
                 .collect()
         })
@@ -192,7 +190,13 @@ fn a_muted_stream_rebuilds_state_but_emits_nothing() {
     let mut scratch = Scratch::default();
     let mut out = Vec::new();
     for event in &events {
-        analyzer.process(event, SourceRef::Unknown, &mut stream, &mut scratch, &mut out);
+        analyzer.process(
+            event,
+            SourceRef::Unknown,
+            &mut stream,
+            &mut scratch,
+            &mut out,
+        );
     }
     analyzer.finish(&mut stream, &mut out);
     assert!(out.iter().all(|f| f.kind != FindingKind::Correlation));

@@ -284,6 +284,17 @@ pub struct Stream {
     label: String,
     /// The last source name interned, to skip the interner on runs of one file or topic.
     last_source: Option<(String, Src)>,
+    /// Counters kept here and added to the shared ones now and then, so
+    /// that workers do not bounce one cache line between cores per event.
+    local: LocalCounters,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct LocalCounters {
+    events: u64,
+    observations: u64,
+    late: u64,
+    ungrouped: u64,
 }
 
 impl Default for Stream {
@@ -300,6 +311,7 @@ impl Default for Stream {
             muted: false,
             label: String::new(),
             last_source: None,
+            local: LocalCounters::default(),
         }
     }
 }
@@ -368,7 +380,11 @@ impl Stream {
             }
         };
         let key = PendingKey { slot, ..key };
-        if self.in_order.back().is_none_or(|last| last.time <= key.time) {
+        if self
+            .in_order
+            .back()
+            .is_none_or(|last| last.time <= key.time)
+        {
             self.in_order.push_back(key);
         } else {
             self.pending.push(Reverse(key));
@@ -417,8 +433,10 @@ impl Stream {
     }
 }
 
-/// Counters, shared by every stream.
+/// Counters, shared by every stream, on cache lines of their own so that
+/// their writes do not evict the read-mostly fields next to them.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 struct Counters {
     observations: AtomicU64,
     late: AtomicU64,
@@ -448,6 +466,18 @@ pub struct CorrelatorStats {
 
 type StepRef = (u16, u8);
 
+/// The number of tracked keys, alone on its cache line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct KeyCount(AtomicUsize);
+
+impl std::ops::Deref for KeyCount {
+    type Target = AtomicUsize;
+    fn deref(&self) -> &AtomicUsize {
+        &self.0
+    }
+}
+
 pub struct Correlator {
     correlations: Vec<Correlation>,
     /// Rule index → the steps it feeds.
@@ -457,7 +487,7 @@ pub struct Correlator {
     /// Rule index → the rule's control domain (for `customer_change`).
     rule_domains: Vec<Option<Domain>>,
     state: DashMap<u64, KeyState, BuildHasherDefault<IdHasher>>,
-    keys: AtomicUsize,
+    keys: KeyCount,
     matrix: Arc<Matrix>,
     names: Names,
     config: CorrelationConfig,
@@ -493,10 +523,15 @@ impl Correlator {
             // detections say an event changed a customer-owned control.
             rule_domains: rules
                 .iter()
-                .map(|r| (!r.meta.id.contains('#')).then_some(r.meta.domain).flatten())
+                .map(|r| {
+                    (!r.meta.id.contains('#'))
+                        .then_some(r.meta.domain)
+                        .flatten()
+                })
                 .collect(),
-            state: DashMap::with_hasher(BuildHasherDefault::default()),
-            keys: AtomicUsize::new(0),
+            // Many small shards: workers rarely meet on one lock.
+            state: DashMap::with_hasher_and_shard_amount(BuildHasherDefault::default(), 64),
+            keys: KeyCount::default(),
             matrix,
             names: Names::default(),
             config,
@@ -512,6 +547,7 @@ impl Correlator {
         &self.config
     }
 
+    /// Streams add their counts every 4096 events and when flushed or dropped.
     pub fn stats(&self) -> CorrelatorStats {
         let c = &self.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -562,6 +598,20 @@ impl Correlator {
             self.enqueue(stream, event, t, &hits, change, source, out);
         }
         self.advance(stream, t, out);
+        stream.local.events += 1;
+        if stream.local.events >= 4096 {
+            self.publish(stream);
+        }
+    }
+
+    /// Adds the stream's local counters to the shared ones.
+    fn publish(&self, stream: &mut Stream) {
+        let local = std::mem::take(&mut stream.local);
+        let c = &self.counters;
+        c.observations
+            .fetch_add(local.observations, Ordering::Relaxed);
+        c.late.fetch_add(local.late, Ordering::Relaxed);
+        c.ungrouped.fetch_add(local.ungrouped, Ordering::Relaxed);
     }
 
     /// Releases everything the stream holds up to the latest event time it
@@ -569,11 +619,13 @@ impl Correlator {
     /// end of the input is not the passing of time.
     pub fn flush(&self, stream: &mut Stream, out: &mut Vec<Finding>) {
         if stream.max_seen == i64::MIN {
+            self.publish(stream);
             return;
         }
         stream.watermark = stream.max_seen;
         self.release(stream, stream.max_seen, out);
         stream.shrink();
+        self.publish(stream);
     }
 
     /// Moves the stream's event time forward without an event (an idle
@@ -589,7 +641,8 @@ impl Correlator {
 
     /// Drops every group state (a partition was revoked). Shared state of
     /// other streams is left alone: only the keys on this stream's heap go.
-    pub fn drop_stream(&self, stream: Stream) {
+    pub fn drop_stream(&self, mut stream: Stream) {
+        self.publish(&mut stream);
         for Reverse((_, key)) in stream.deadlines {
             if self.state.remove(&key).is_some() {
                 self.keys.fetch_sub(1, Ordering::Relaxed);
@@ -667,7 +720,7 @@ impl Correlator {
             let key = self.group_key(c, corr, first, event, &mut label);
             stream.label = label;
             let Some(key) = key else {
-                self.counters.ungrouped.fetch_add(1, Ordering::Relaxed);
+                stream.local.ungrouped += 1;
                 continue;
             };
             let value = first
@@ -675,7 +728,7 @@ impl Correlator {
                 .as_ref()
                 .and_then(|f| self.field_hash(f, event))
                 .unwrap_or(0);
-            self.counters.observations.fetch_add(1, Ordering::Relaxed);
+            stream.local.observations += 1;
             let key_ = PendingKey {
                 time: t,
                 tie,
@@ -698,7 +751,7 @@ impl Correlator {
                 }),
             };
             if t <= stream.watermark {
-                self.counters.late.fetch_add(1, Ordering::Relaxed);
+                stream.local.late += 1;
                 let pending = Pending {
                     time: t,
                     corr: c,
@@ -876,7 +929,11 @@ impl Correlator {
             Kind::Absence | Kind::Session | Kind::Sequence => p.steps & 1 != 0,
             _ => true,
         };
-        if opens && !self.state.contains_key(&p.key) && !self.make_room(stream) {
+        if opens
+            && self.keys.load(Ordering::Relaxed) >= self.config.max_keys
+            && !self.state.contains_key(&p.key)
+            && !self.make_room(stream)
+        {
             return;
         }
         let entry = self.state.entry(p.key);
