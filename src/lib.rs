@@ -10,12 +10,17 @@
 //!   CloudWatch Logs, LookupEvents; Azure Event Hubs batches; GCP Pub/Sub push),
 //!   per-cloud normalization, native field lookup for rules, and typed, counted
 //!   errors for bad input.
+//! - [`detect`]: single-event rules (seamwatch's and Sigma's) and the
+//!   detector, with the responsibility matrix's context ([`matrix`]).
+//! - [`correlate`]: patterns over several events in event time (thresholds,
+//!   sequences, absence, sessions, silence), Sigma correlations too.
+//! - [`analyze`]: detector and correlator together, what every source feeds.
 //! - [`config`]: the configuration file, validated in two steps.
+//! - [`synth`]: reproducible synthetic CloudTrail traffic (tests, benchmarks).
 //! - [`cli`]: the command-line interface (`seamwatch parse`, …).
 //!
-//! Detection, correlation, the Kafka pipeline, alert delivery and replay build
-//! on the event model; they never need to know where an event came from, which
-//! is what makes replay give the same findings as live processing.
+//! Detection and correlation never need to know where an event came from,
+//! which is what makes replay give the same findings as live processing.
 
 pub mod analyze;
 pub mod cli;

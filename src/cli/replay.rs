@@ -148,6 +148,11 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
         files.len(),
         stats.total_errors()
     );
+    let c = analyzer.correlator().stats();
+    eprintln!(
+        "  correlation: {} observations, {} fired, {} late beyond the allowed lateness, {} without a group, {} groups evicted, {} still open",
+        c.observations, c.fired, c.late, c.ungrouped, c.evicted, c.keys
+    );
     for (severity, n) in by_severity.iter().rev() {
         eprintln!("  {severity:<9} {n}");
     }
