@@ -29,5 +29,6 @@ pub mod correlate;
 pub mod detect;
 pub mod event;
 pub mod matrix;
+pub mod pipeline;
 pub mod synth;
 pub mod util;

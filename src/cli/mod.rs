@@ -7,6 +7,7 @@ mod matrix;
 mod parse;
 mod replay;
 mod rules;
+mod run;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -48,6 +49,10 @@ pub enum Command {
     Parse(parse::ParseArgs),
     /// Run archived audit logs through the detector and print findings.
     Replay(replay::ReplayArgs),
+    /// Run the live pipeline on Kafka (settings in [kafka] of the config file).
+    Run(run::RunArgs),
+    /// The whole pipeline on an in-process Kafka cluster with bundled traffic.
+    Demo(run::DemoArgs),
     /// Test and check detection rules.
     #[command(subcommand)]
     Rules(rules::RulesCommand),
@@ -72,6 +77,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Parse(args) => parse::run(args, &config),
         Command::Replay(args) => replay::run(args, &config),
+        Command::Run(args) => run::run(args, &config),
+        Command::Demo(args) => run::demo(args, &config),
         Command::Rules(command) => rules::run(command),
         Command::Matrix(command) => matrix::run(command),
     };

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::correlate::CorrelationConfig;
 use crate::event::{FormatHint, Limits};
+use crate::pipeline::KafkaConfig;
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,7 @@ pub struct Config {
     pub input: InputConfig,
     pub limits: Limits,
     pub correlation: CorrelationConfig,
+    pub kafka: KafkaConfig,
 }
 
 /// `[input]`: what the sources carry.

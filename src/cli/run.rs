@@ -1,0 +1,340 @@
+//! `seamwatch run`: the live pipeline on Kafka until SIGINT or SIGTERM, then
+//! a graceful drain and a synchronous commit. `seamwatch demo`: the same
+//! pipeline against an in-process Kafka-protocol cluster with bundled
+//! traffic, no setup.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use rdkafka::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+use super::replay::{build_analyzer, load_matrix};
+use crate::config::Config;
+use crate::detect::Finding;
+use crate::pipeline::config::TopicConfig;
+use crate::pipeline::demo::{
+    AZURE_TOPIC, CLOUDTRAIL_TOPIC, DEAD_LETTER_TOPIC, GCP_TOPIC, demo_records,
+};
+use crate::pipeline::outbox::{FindingSink, OutboxError, Tee};
+use crate::pipeline::{JsonlOutbox, KafkaConfig, Metrics, run};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Extra rule files or folders (seamwatch or Sigma rules); repeatable.
+    #[arg(long = "rules", value_name = "PATH")]
+    pub rules: Vec<PathBuf>,
+    /// Do not load the built-in rule pack.
+    #[arg(long)]
+    pub no_builtin: bool,
+    /// Responsibility matrix [default: config/responsibility.toml if present, else the built-in one].
+    #[arg(long, value_name = "FILE")]
+    pub matrix: Option<PathBuf>,
+    /// The outbox: findings are appended here (JSON Lines) and synced before
+    /// their offsets are committed.
+    #[arg(long, value_name = "FILE", default_value = "seamwatch-outbox.jsonl")]
+    pub outbox: PathBuf,
+    /// Also print each finding on stdout as it is found.
+    #[arg(long)]
+    pub print: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Background CloudTrail events to produce besides the attack sequences.
+    #[arg(long, default_value_t = 50_000)]
+    pub events: usize,
+    /// Where the outbox goes [default: a file in the system's temp folder].
+    #[arg(long, value_name = "FILE")]
+    pub outbox: Option<PathBuf>,
+    /// Print the summary only.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Prints findings as they are handed over; counts them by rule.
+struct Printer {
+    quiet: bool,
+    by_rule: std::sync::Mutex<BTreeMap<String, u64>>,
+}
+
+impl FindingSink for Printer {
+    fn append(&self, findings: &[Finding]) -> Result<(), OutboxError> {
+        let mut by_rule = self.by_rule.lock().unwrap_or_else(|e| e.into_inner());
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        for f in findings {
+            *by_rule.entry(f.rule_id.clone()).or_default() += 1;
+            if !self.quiet {
+                let who = f
+                    .principal
+                    .name
+                    .as_deref()
+                    .or(f.principal.id.as_deref())
+                    .unwrap_or("?");
+                let _ = writeln!(
+                    out,
+                    "{:<8} {:<5} {:<12} {}  [{}] {} in {}{}",
+                    f.severity.as_str().to_uppercase(),
+                    f.cloud.as_str(),
+                    f.event_time
+                        .map(|t| t.format("%m-%d %H:%M").to_string())
+                        .unwrap_or_default(),
+                    f.title,
+                    f.rule_id,
+                    who,
+                    f.account.as_deref().unwrap_or("?"),
+                    f.detail
+                        .as_deref()
+                        .filter(|_| f.correlation.is_some())
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        Ok(())
+    }
+    fn sync(&self) -> Result<(), OutboxError> {
+        Ok(())
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+pub fn run(args: RunArgs, config: &Config) -> anyhow::Result<ExitCode> {
+    let env = |k: &str| std::env::var(k).ok();
+    let kafka = config.kafka.clone().with_env(env)?;
+    let client = kafka.client_config(env)?;
+    let matrix = load_matrix(args.matrix.as_ref())?;
+    let analyzer = Arc::new(build_analyzer(
+        &args.rules,
+        !args.no_builtin,
+        matrix,
+        config,
+    )?);
+    let outbox: Arc<dyn FindingSink> = Arc::new(JsonlOutbox::open(&args.outbox)?);
+    let sink: Arc<dyn FindingSink> = if args.print {
+        Arc::new(Tee(vec![
+            outbox,
+            Arc::new(Printer {
+                quiet: false,
+                by_rule: Default::default(),
+            }),
+        ]))
+    } else {
+        outbox
+    };
+    let metrics = Arc::new(Metrics::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let rt = runtime()?;
+    let summary = rt.block_on(async {
+        let signal_stop = stop.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("stopping: draining in-flight work, then committing");
+            signal_stop.store(true, Ordering::Relaxed);
+        });
+        run::run(
+            &kafka,
+            client,
+            config.limits,
+            analyzer,
+            sink,
+            metrics.clone(),
+            stop,
+        )
+        .await
+    })?;
+    eprintln!(
+        "consumed {} messages: {} events, {} rejected ({} dead-lettered), {} findings (outbox {})",
+        summary.messages,
+        summary.events,
+        summary.errors,
+        summary.dead_lettered,
+        summary.findings,
+        args.outbox.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub fn demo(args: DemoArgs, config: &Config) -> anyhow::Result<ExitCode> {
+    let matrix = load_matrix(None)?;
+    let analyzer = Arc::new(build_analyzer(&[], true, matrix, config)?);
+    let records = demo_records(analyzer.correlator().correlations(), args.events);
+
+    let cluster = MockCluster::new(1).context("starting the in-process Kafka cluster")?;
+    for (topic, partitions) in [
+        (CLOUDTRAIL_TOPIC, 8),
+        (AZURE_TOPIC, 4),
+        (GCP_TOPIC, 4),
+        (DEAD_LETTER_TOPIC, 1),
+    ] {
+        cluster
+            .create_topic(topic, partitions, 1)
+            .with_context(|| format!("creating topic {topic}"))?;
+    }
+    let brokers = cluster.bootstrap_servers();
+    eprintln!(
+        "demo: in-process Kafka cluster at {brokers}; producing {} records to {CLOUDTRAIL_TOPIC}, {AZURE_TOPIC} and {GCP_TOPIC}",
+        records.len()
+    );
+    let kafka = KafkaConfig {
+        brokers: brokers.clone(),
+        group_id: "seamwatch-demo".into(),
+        topics: vec![
+            TopicConfig {
+                name: CLOUDTRAIL_TOPIC.into(),
+                format: crate::event::FormatHint::CloudTrail,
+            },
+            TopicConfig {
+                name: AZURE_TOPIC.into(),
+                format: crate::event::FormatHint::Azure,
+            },
+            TopicConfig {
+                name: GCP_TOPIC.into(),
+                format: crate::event::FormatHint::Gcp,
+            },
+        ],
+        dead_letter_topic: DEAD_LETTER_TOPIC.into(),
+        commit_interval: "1s".into(),
+        ..KafkaConfig::default()
+    };
+    let client = kafka.client_config(|_| None)?;
+    let outbox_path = args
+        .outbox
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("seamwatch-demo-outbox.jsonl"));
+    let _ = std::fs::remove_file(&outbox_path);
+    let printer = Arc::new(Printer {
+        quiet: args.quiet,
+        by_rule: Default::default(),
+    });
+    let sink: Arc<dyn FindingSink> = Arc::new(Tee(vec![
+        Arc::new(JsonlOutbox::open(&outbox_path)?),
+        printer.clone(),
+    ]));
+    let metrics = Arc::new(Metrics::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let total = records.len() as u64;
+
+    // Produce while consuming: the mock keeps only a few MiB per partition.
+    let producer: BaseProducer = {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &brokers).set("linger.ms", "5");
+        c.create().context("creating the demo producer")?
+    };
+    let started = Instant::now();
+    let producing = std::thread::spawn(move || -> anyhow::Result<()> {
+        for record in &records {
+            let mut r = Some(
+                BaseRecord::to(record.topic)
+                    .key(record.key.as_bytes())
+                    .payload(record.payload.as_slice()),
+            );
+            while let Some(next) = r.take() {
+                if let Err((e, back)) = producer.send(next) {
+                    if matches!(
+                        e.rdkafka_error_code(),
+                        Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                    ) {
+                        producer.poll(Duration::from_millis(10));
+                        r = Some(back);
+                    } else {
+                        return Err(e).context("producing demo traffic");
+                    }
+                }
+            }
+            producer.poll(Duration::ZERO);
+        }
+        producer
+            .flush(Duration::from_secs(60))
+            .context("flushing demo traffic")?;
+        Ok(())
+    });
+    let watch_metrics = metrics.clone();
+    let watch_stop = stop.clone();
+    let watcher = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while watch_metrics.messages.load(Ordering::Relaxed) < total && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        watch_stop.store(true, Ordering::Relaxed);
+    });
+    let rt = runtime()?;
+    let summary = rt.block_on(run::run(
+        &kafka,
+        client,
+        config.limits,
+        analyzer.clone(),
+        sink,
+        metrics.clone(),
+        stop,
+    ))?;
+    producing
+        .join()
+        .map_err(|_| anyhow::anyhow!("the demo producer panicked"))??;
+    let _ = watcher.join();
+    let elapsed = started.elapsed();
+
+    eprintln!();
+    eprintln!(
+        "demo: {} messages consumed in {:.1} s ({:.0} events/s): {} events, {} rejected and dead-lettered ({} to {DEAD_LETTER_TOPIC}), {} findings",
+        summary.messages,
+        elapsed.as_secs_f64(),
+        summary.events as f64 / elapsed.as_secs_f64(),
+        summary.events,
+        summary.errors,
+        summary.dead_lettered,
+        summary.findings,
+    );
+    for entry in metrics.errors.iter() {
+        eprintln!("  rejected: {} {}", entry.value(), entry.key());
+    }
+    let append = metrics.append_latency();
+    eprintln!(
+        "  Kafka append → finding: p50 {} ms, p99 {} ms, max {} ms",
+        append.p50, append.p99, append.max
+    );
+    let by_rule = printer.by_rule.lock().unwrap_or_else(|e| e.into_inner());
+    for (rule, n) in by_rule.iter() {
+        eprintln!("  {n:>6}  {rule}");
+    }
+    eprintln!("  outbox: {}", outbox_path.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,522 @@
+//! The Kafka pipeline: a consumer-group member that feeds the analyzer and
+//! hands findings to the outbox without losing one.
+//!
+//! ```text
+//! StreamConsumer ──(by partition)──► worker 1..N ──► outbox.append + sync ──► store offsets ──► commit
+//!   (tokio task)    bounded queues    decode, detect,    (durable)              (after sync)    (periodic,
+//!                                     correlate                                                revoke, stop)
+//! ```
+//! - A partition always goes to the same worker, so events of a partition
+//!   are handled in order and its correlation [`Stream`] lives in one place.
+//! - Bounded queues give backpressure: when workers fall behind, the
+//!   consumer task waits instead of buffering without limit.
+//! - **At-least-once, on purpose**: a worker stores a partition's offset only
+//!   after the findings of every message up to it are appended to the outbox
+//!   *and* synced, and after its dead-lettered records are acknowledged by the
+//!   broker. librdkafka commits stored offsets every `commit_interval`; on
+//!   revoke and on shutdown every worker drains its queue first and the
+//!   commit is synchronous. A crash re-delivers at most the messages after
+//!   the last commit, and deterministic finding ids make that harmless.
+//! - Records that do not parse go to the dead-letter topic unchanged, with
+//!   headers naming the reason, the source topic, partition and offset.
+//! - On revoke, the correlation state of the revoked partitions is dropped.
+//!
+//! Not yet here (see the issue notes): rebuilding correlation state on assign
+//! by re-reading the lookback window, and advancing idle partitions'
+//! watermarks on the wall clock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, ClientContext};
+
+use super::config::{KafkaConfig, StartPosition};
+use super::metrics::{LocalMetrics, Metrics};
+use super::outbox::{FindingSink, OutboxError};
+use crate::analyze::{Analyzer, Scratch};
+use crate::correlate::Stream;
+use crate::detect::finding::SourceRef;
+use crate::event::{Decoded, Decoder, FormatHint, Limits};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Config(#[from] super::config::KafkaConfigError),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error("a worker stopped: {0}")]
+    Worker(String),
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct RunSummary {
+    pub messages: u64,
+    pub events: u64,
+    pub errors: u64,
+    pub findings: u64,
+    pub dead_lettered: u64,
+}
+
+enum Work {
+    Message(OwnedMessage),
+    /// Flush, drop the correlation state of these partitions, acknowledge.
+    Revoke(Vec<(String, i32)>, SyncSender<()>),
+    /// Shutdown: flush, release what the correlation streams hold (up to the
+    /// latest event time each has seen) into the outbox, acknowledge.
+    Finish(SyncSender<()>),
+}
+
+/// Rebalance hooks: on revoke, every worker drains its queue (so every
+/// offset that can be stored is), then the commit is synchronous.
+pub struct PipelineContext {
+    workers: Mutex<Vec<SyncSender<Work>>>,
+}
+
+impl ClientContext for PipelineContext {}
+
+impl ConsumerContext for PipelineContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(list) = rebalance else {
+            return;
+        };
+        let partitions: Vec<(String, i32)> = list
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        tracing::info!(
+            partitions = partitions.len(),
+            "partitions revoked: draining, then committing"
+        );
+        let workers = self
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut acks = Vec::new();
+        for worker in &workers {
+            let (tx, rx) = sync_channel(1);
+            if worker.send(Work::Revoke(partitions.clone(), tx)).is_ok() {
+                acks.push(rx);
+            }
+        }
+        for ack in acks {
+            let _ = ack.recv_timeout(Duration::from_secs(60));
+        }
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            // Nothing stored since the last commit is not an error.
+            tracing::debug!(error = %e, "commit on revoke");
+        }
+    }
+}
+
+/// Everything a worker shares.
+struct Shared {
+    analyzer: Arc<Analyzer>,
+    sink: Arc<dyn FindingSink>,
+    consumer: Arc<StreamConsumer<PipelineContext>>,
+    producer: Option<BaseProducer>,
+    dead_letter_topic: String,
+    formats: HashMap<String, FormatHint>,
+    limits: Limits,
+    batch: usize,
+    metrics: Arc<Metrics>,
+    failed: AtomicBool,
+    failure: Mutex<Option<String>>,
+}
+
+/// The consumer settings on top of the shared client settings.
+pub fn consumer_config(kafka: &KafkaConfig, client: &ClientConfig) -> ClientConfig {
+    let mut config = client.clone();
+    config
+        .set("group.id", &kafka.group_id)
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "auto.commit.interval.ms",
+            kafka.commit_interval_ms().to_string(),
+        )
+        .set(
+            "auto.offset.reset",
+            match kafka.start {
+                StartPosition::Earliest => "earliest",
+                StartPosition::Latest => "latest",
+            },
+        )
+        .set("enable.partition.eof", "false");
+    // Caller-given properties win.
+    for (key, value) in &kafka.properties {
+        config.set(key, value);
+    }
+    config
+}
+
+/// Runs until `stop` is set, then drains, commits and returns.
+pub async fn run(
+    kafka: &KafkaConfig,
+    client: ClientConfig,
+    limits: Limits,
+    analyzer: Arc<Analyzer>,
+    sink: Arc<dyn FindingSink>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+) -> Result<RunSummary, PipelineError> {
+    if kafka.topics.is_empty() {
+        return Err(super::config::KafkaConfigError::NoTopics.into());
+    }
+    let context = PipelineContext {
+        workers: Mutex::new(Vec::new()),
+    };
+    let consumer: StreamConsumer<PipelineContext> =
+        consumer_config(kafka, &client).create_with_context(context)?;
+    let consumer = Arc::new(consumer);
+    let topics: Vec<&str> = kafka.topics.iter().map(|t| t.name.as_str()).collect();
+    consumer.subscribe(&topics)?;
+    let producer: Option<BaseProducer> = if kafka.dead_letter_topic.is_empty() {
+        None
+    } else {
+        let mut config = client.clone();
+        config
+            .set("enable.idempotence", "false")
+            .set("linger.ms", "5");
+        Some(config.create()?)
+    };
+    let shared = Arc::new(Shared {
+        analyzer,
+        sink,
+        consumer: consumer.clone(),
+        producer,
+        dead_letter_topic: kafka.dead_letter_topic.clone(),
+        formats: kafka
+            .topics
+            .iter()
+            .map(|t| (t.name.clone(), t.format))
+            .collect(),
+        limits,
+        batch: kafka.batch.max(1),
+        metrics,
+        failed: AtomicBool::new(false),
+        failure: Mutex::new(None),
+    });
+    let n = kafka.workers();
+    let mut senders = Vec::with_capacity(n);
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        let (tx, rx) = sync_channel::<Work>(kafka.queue.max(1));
+        senders.push(tx);
+        let shared = shared.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("seamwatch-worker-{i}"))
+                .spawn(move || worker(rx, &shared))
+                .map_err(|e| PipelineError::Worker(e.to_string()))?,
+        );
+    }
+    *consumer
+        .context()
+        .workers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = senders.clone();
+    tracing::info!(topics = ?topics, workers = n, group = %kafka.group_id, "consuming");
+
+    while !stop.load(Ordering::Relaxed) && !shared.failed.load(Ordering::Relaxed) {
+        let message = match tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await
+        {
+            Err(_) => continue,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "kafka consumer error");
+                continue;
+            }
+            Ok(Ok(message)) => message.detach(),
+        };
+        let worker = &senders[message.partition().unsigned_abs() as usize % n];
+        let mut work = Work::Message(message);
+        // Backpressure: wait for room, but keep noticing a stop.
+        loop {
+            match worker.try_send(work) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) => {
+                    work = back;
+                    if shared.failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(TrySendError::Disconnected(_)) => break,
+            }
+        }
+    }
+
+    // Drain: every worker finishes its queue (storing offsets) and releases
+    // its correlation streams into the outbox, then commit.
+    let mut acks = Vec::new();
+    for worker in &senders {
+        let (tx, rx) = sync_channel(1);
+        if worker.send(Work::Finish(tx)).is_ok() {
+            acks.push(rx);
+        }
+    }
+    for ack in acks {
+        let _ = ack.recv_timeout(Duration::from_secs(120));
+    }
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        tracing::debug!(error = %e, "final commit");
+    }
+    consumer
+        .context()
+        .workers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
+    drop(senders);
+    for handle in handles {
+        let _ = handle.join();
+    }
+    consumer.unsubscribe();
+    if let Some(failure) = shared
+        .failure
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
+        return Err(PipelineError::Worker(failure));
+    }
+    let m = &shared.metrics;
+    Ok(RunSummary {
+        messages: m.messages.load(Ordering::Relaxed),
+        events: m.total_events(),
+        errors: m.total_errors(),
+        findings: m.findings.load(Ordering::Relaxed),
+        dead_lettered: m.dead_lettered.load(Ordering::Relaxed),
+    })
+}
+
+fn worker(rx: Receiver<Work>, shared: &Shared) {
+    let mut streams: HashMap<(String, i32), Stream> = HashMap::new();
+    let mut decoders: HashMap<String, Decoder> = HashMap::new();
+    let mut scratch = Scratch::default();
+    let mut local = LocalMetrics::default();
+    let mut batch: Vec<OwnedMessage> = Vec::with_capacity(shared.batch);
+    loop {
+        let first = match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(work) => work,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut control = None;
+        match first {
+            Work::Message(m) => batch.push(m),
+            other => control = Some(other),
+        }
+        while control.is_none() && batch.len() < shared.batch {
+            match rx.try_recv() {
+                Ok(Work::Message(m)) => batch.push(m),
+                Ok(other) => control = Some(other),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() && !shared.failed.load(Ordering::Relaxed) {
+            if let Err(e) = process_batch(
+                shared,
+                &batch,
+                &mut streams,
+                &mut decoders,
+                &mut scratch,
+                &mut local,
+            ) {
+                // Offsets are not stored: the batch will be delivered again.
+                tracing::error!(error = %e, "batch not handed to the outbox; stopping");
+                *shared.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                shared.failed.store(true, Ordering::Relaxed);
+            }
+            shared.metrics.merge(&mut local);
+        }
+        batch.clear();
+        match control {
+            Some(Work::Finish(ack)) => {
+                let mut findings = Vec::new();
+                for stream in streams.values_mut() {
+                    shared.analyzer.finish(stream, &mut findings);
+                }
+                local.findings += findings.len() as u64;
+                let written = shared
+                    .sink
+                    .append(&findings)
+                    .and_then(|()| shared.sink.sync());
+                if let Err(e) = written {
+                    tracing::error!(error = %e, "final findings not handed to the outbox");
+                    *shared.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                }
+                shared.metrics.merge(&mut local);
+                let _ = ack.send(());
+            }
+            Some(Work::Revoke(partitions, ack)) => {
+                for partition in partitions {
+                    if let Some(stream) = streams.remove(&partition) {
+                        shared.analyzer.correlator().drop_stream(stream);
+                    }
+                }
+                let _ = ack.send(());
+            }
+            _ => {}
+        }
+    }
+}
+
+fn process_batch(
+    shared: &Shared,
+    batch: &[OwnedMessage],
+    streams: &mut HashMap<(String, i32), Stream>,
+    decoders: &mut HashMap<String, Decoder>,
+    scratch: &mut Scratch,
+    local: &mut LocalMetrics,
+) -> Result<(), PipelineError> {
+    let mut findings = Vec::new();
+    let mut dead: Vec<(usize, Vec<u8>, &'static str, String)> = Vec::new();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for (i, message) in batch.iter().enumerate() {
+        local.messages += 1;
+        let topic = message.topic();
+        let decoder = decoders.entry(topic.to_owned()).or_insert_with(|| {
+            Decoder::new(
+                shared.formats.get(topic).copied().unwrap_or_default(),
+                shared.limits,
+            )
+        });
+        let stream = streams
+            .entry((topic.to_owned(), message.partition()))
+            .or_default();
+        let append_ms = message.timestamp().to_millis();
+        let payload = message.payload().unwrap_or_default();
+        let first = findings.len();
+        decoder.decode(payload, &mut |decoded: Decoded<'_>| match decoded.result {
+            Ok(event) => {
+                *local
+                    .events
+                    .entry((topic.to_owned(), event.cloud.as_str()))
+                    .or_default() += 1;
+                let source = SourceRef::Kafka {
+                    topic,
+                    partition: message.partition(),
+                    offset: message.offset(),
+                };
+                shared
+                    .analyzer
+                    .process(&event, source, stream, scratch, &mut findings);
+            }
+            Err(error) => {
+                local.error(error.reason);
+                dead.push((i, error.raw.to_vec(), error.reason.as_str(), error.detail));
+            }
+        });
+        for finding in &findings[first..] {
+            if let Some(t) = finding.event_time {
+                let _ = local
+                    .event_latency
+                    .record((now_ms - t.timestamp_millis()).max(1) as u64);
+            }
+            if let Some(append) = append_ms {
+                let _ = local.append_latency.record((now_ms - append).max(1) as u64);
+            }
+        }
+    }
+    local.findings += findings.len() as u64;
+    shared.sink.append(&findings)?;
+    shared.sink.sync()?;
+    dead_letter(shared, batch, &dead, local)?;
+    // Only now may the offsets move: the last message of each partition.
+    let mut last: HashMap<(&str, i32), i64> = HashMap::new();
+    for message in batch {
+        last.insert((message.topic(), message.partition()), message.offset());
+    }
+    for ((topic, partition), offset) in last {
+        if let Err(e) = shared.consumer.store_offset(topic, partition, offset) {
+            // A partition revoked meanwhile: its offsets are no longer ours.
+            tracing::debug!(topic, partition, offset, error = %e, "offset not stored");
+        }
+    }
+    shared
+        .metrics
+        .committed_batches
+        .fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+fn dead_letter(
+    shared: &Shared,
+    batch: &[OwnedMessage],
+    dead: &[(usize, Vec<u8>, &'static str, String)],
+    local: &mut LocalMetrics,
+) -> Result<(), PipelineError> {
+    if dead.is_empty() {
+        return Ok(());
+    }
+    let Some(producer) = &shared.producer else {
+        for (i, _, reason, detail) in dead {
+            let m = &batch[*i];
+            tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), reason, detail = %detail, "record rejected (no dead-letter topic)");
+        }
+        return Ok(());
+    };
+    for (i, raw, reason, detail) in dead {
+        let m = &batch[*i];
+        let partition = m.partition().to_string();
+        let offset = m.offset().to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "seamwatch.reason",
+                value: Some(*reason),
+            })
+            .insert(Header {
+                key: "seamwatch.detail",
+                value: Some(detail.as_str()),
+            })
+            .insert(Header {
+                key: "seamwatch.source.topic",
+                value: Some(m.topic()),
+            })
+            .insert(Header {
+                key: "seamwatch.source.partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "seamwatch.source.offset",
+                value: Some(offset.as_str()),
+            });
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&shared.dead_letter_topic)
+            .payload(raw.as_slice())
+            .headers(headers);
+        if let Some(key) = m.key() {
+            record = record.key(key);
+        }
+        let mut record = Some(record);
+        while let Some(r) = record.take() {
+            if let Err((e, back)) = producer.send(r) {
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                ) {
+                    producer.poll(Duration::from_millis(50));
+                    record = Some(back);
+                } else {
+                    return Err(e.into());
+                }
+            }
+        }
+        local.dead_lettered += 1;
+    }
+    // Acknowledged by the broker before the offsets move.
+    producer.flush(Duration::from_secs(30))?;
+    Ok(())
+}
