@@ -55,7 +55,7 @@ pub struct KafkaConfig {
     /// Most messages a worker handles between two outbox syncs.
     pub batch: usize,
     pub security: SecurityConfig,
-    /// Extra librdkafka properties, passed as they are.
+    /// Extra librdkafka consumer properties, passed as they are.
     pub properties: BTreeMap<String, String>,
 }
 
@@ -242,9 +242,6 @@ impl KafkaConfig {
         }
         if let Some(ca) = &security.ca_location {
             config.set("ssl.ca.location", ca.display().to_string());
-        }
-        for (key, value) in &self.properties {
-            config.set(key, value);
         }
         Ok(config)
     }

@@ -1,0 +1,240 @@
+//! End to end against a real, separate Kafka-protocol broker: `seamwatch run`
+//! as its own process consumes a corpus of the three clouds; it is killed
+//! (`kill -9`) mid-stream and started again, and every expected finding still
+//! reaches the outbox (at-least-once: repeats are allowed, losses are not).
+//!
+//! The broker address comes from `SEAMWATCH_TEST_BROKERS` (`.ci/run` starts
+//! one and sets it, together with `SEAMWATCH_REQUIRE_BROKER=1`, which makes
+//! a missing broker a failure instead of a notice).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use seamwatch::analyze::{Analyzer, Scratch};
+use seamwatch::correlate::{CorrelationConfig, Stream};
+use seamwatch::detect::Finding;
+use seamwatch::detect::finding::SourceRef;
+use seamwatch::detect::loader::load_builtin_report;
+use seamwatch::event::Decoder;
+use seamwatch::matrix::Matrix;
+use seamwatch::pipeline::demo::{DemoRecord, demo_records};
+
+fn brokers() -> Option<String> {
+    match std::env::var("SEAMWATCH_TEST_BROKERS") {
+        Ok(b) if !b.is_empty() => Some(b),
+        _ => {
+            assert!(
+                std::env::var("SEAMWATCH_REQUIRE_BROKER").is_err(),
+                "SEAMWATCH_REQUIRE_BROKER is set but SEAMWATCH_TEST_BROKERS is not"
+            );
+            eprintln!(
+                "NOTE: SEAMWATCH_TEST_BROKERS is not set; the real-broker end-to-end test did not run (.ci/run runs it)"
+            );
+            None
+        }
+    }
+}
+
+fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = rt
+        .block_on(admin.create_topics(&new, &AdminOptions::new()))
+        .unwrap();
+    for result in results {
+        result.unwrap();
+    }
+}
+
+fn produce(brokers: &str, records: &[DemoRecord], topic_of: impl Fn(&str) -> String) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    for record in records {
+        let topic = topic_of(record.topic);
+        let mut next = Some(
+            BaseRecord::to(&topic)
+                .key(record.key.as_bytes())
+                .payload(record.payload.as_slice()),
+        );
+        while let Some(r) = next.take() {
+            if let Err((_, back)) = producer.send(r) {
+                producer.poll(Duration::from_millis(20));
+                next = Some(back);
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+fn start(config: &Path, outbox: &Path, brokers: &str, topics: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_seamwatch"))
+        .args(["--config"])
+        .arg(config)
+        .args(["run", "--outbox"])
+        .arg(outbox)
+        .env("SEAMWATCH_KAFKA_BROKERS", brokers)
+        .env("SEAMWATCH_KAFKA_TOPICS", topics)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+fn outbox_ids(path: &Path) -> (BTreeSet<String>, usize) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut ids = BTreeSet::new();
+    let mut lines = 0;
+    for line in text.lines() {
+        // A kill -9 may cut the last line of a batch that was never synced.
+        if let Ok(finding) = serde_json::from_str::<serde_json::Value>(line) {
+            lines += 1;
+            if finding["kind"] != "correlation" && finding["kind"] != "unmapped_service" {
+                ids.insert(finding["id"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    (ids, lines)
+}
+
+#[test]
+fn seamwatch_run_survives_kill_9_without_losing_a_finding() {
+    let Some(brokers) = brokers() else { return };
+    let analyzer = Analyzer::build(
+        load_builtin_report().unwrap(),
+        Arc::new(Matrix::builtin()),
+        CorrelationConfig::default(),
+    )
+    .0;
+    let records = demo_records(analyzer.correlator().correlations(), 3_000);
+
+    // What must arrive: every single-event finding of the corpus.
+    let decoder = Decoder::default();
+    let mut expected: Vec<Finding> = Vec::new();
+    let mut stream = Stream::new();
+    let mut scratch = Scratch::default();
+    for record in &records {
+        decoder.decode(&record.payload, &mut |d| {
+            if let Ok(event) = d.result {
+                analyzer.process(
+                    &event,
+                    SourceRef::Unknown,
+                    &mut stream,
+                    &mut scratch,
+                    &mut expected,
+                );
+            }
+        });
+    }
+    let expected: BTreeSet<String> = expected
+        .iter()
+        .filter(|f| {
+            !matches!(
+                f.kind,
+                seamwatch::detect::FindingKind::Correlation
+                    | seamwatch::detect::FindingKind::UnmappedService
+            )
+        })
+        .map(|f| f.id.clone())
+        .collect();
+    assert!(expected.len() > 50, "{}", expected.len());
+
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let topic_of = |t: &str| format!("e2e-{run_id}-{t}");
+    let dlq = topic_of("dead-letter");
+    create_topics(
+        &brokers,
+        &[
+            (&topic_of("cloudtrail"), 3),
+            (&topic_of("azure-activity"), 2),
+            (&topic_of("gcp-audit"), 2),
+            (&dlq, 1),
+        ],
+    );
+    let topics = format!(
+        "{}:cloudtrail,{}:azure,{}:gcp",
+        topic_of("cloudtrail"),
+        topic_of("azure-activity"),
+        topic_of("gcp-audit")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("seamwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\ngroup_id = \"e2e-{run_id}\"\ndead_letter_topic = \"{dlq}\"\ncommit_interval = \"300ms\"\nbatch = 50\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n"
+        ),
+    )
+    .unwrap();
+    let outbox = dir.path().join("outbox.jsonl");
+
+    // First half, then kill -9 while it works.
+    let half = records.len() / 2;
+    let mut child = start(&config, &outbox, &brokers, &topics);
+    produce(&brokers, &records[..half], topic_of);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while outbox_ids(&outbox).0.len() < expected.len() / 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Let a commit or two happen, so the restart resumes mid-stream.
+    std::thread::sleep(Duration::from_millis(800));
+    child.kill().unwrap(); // SIGKILL: no drain, no final commit
+    child.wait().unwrap();
+    let before = outbox_ids(&outbox).0.len();
+
+    // Second half; a new process resumes from the last commit.
+    produce(&brokers, &records[half..], topic_of);
+    let mut child = start(&config, &outbox, &brokers, &topics);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut got = outbox_ids(&outbox).0;
+    while !expected.is_subset(&got) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        got = outbox_ids(&outbox).0;
+    }
+    // SIGTERM: drain and commit, then exit cleanly.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+
+    let missing: Vec<&String> = expected.difference(&got).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} findings lost after kill -9 (first run had written {before}): {:?}",
+        missing.len(),
+        expected.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let (_, lines) = outbox_ids(&outbox);
+    eprintln!(
+        "e2e: {} expected findings all delivered; {lines} outbox lines ({} before the kill)",
+        expected.len(),
+        before
+    );
+}
