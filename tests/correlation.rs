@@ -342,3 +342,39 @@ fn sigma_correlations_load_resolve_and_fire() {
         "userIdentity.arn=arn:aws:iam::111111111111:user/mallory"
     );
 }
+
+#[test]
+fn moving_an_idle_stream_on_fires_an_absence_deadline() {
+    let analyzer = analyzer(CorrelationConfig::default());
+    let stop = r#"{"eventVersion":"1.09","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111111111111:user/mallory","accountId":"111111111111","userName":"mallory"},"eventTime":"2025-03-01T10:00:00Z","eventSource":"cloudtrail.amazonaws.com","eventName":"StopLogging","awsRegion":"us-east-1","eventID":"00000000-0000-4000-8000-0000000000aa","recipientAccountId":"111111111111","requestParameters":{"name":"org-trail"}}"#;
+    let event = Decoder::default()
+        .decode_owned(stop.as_bytes())
+        .pop()
+        .unwrap()
+        .unwrap();
+    let mut stream = Stream::new();
+    let mut scratch = Scratch::default();
+    let mut out = Vec::new();
+    analyzer.process(
+        &event,
+        SourceRef::Unknown,
+        &mut stream,
+        &mut scratch,
+        &mut out,
+    );
+    let absence = |out: &[Finding]| {
+        out.iter()
+            .filter(|f| f.rule_id == "aws.correlation.cloudtrail_not_restarted")
+            .count()
+    };
+    // 15 minutes later, less the 5 minutes of lateness: not yet due.
+    let at = |m: u32| format!("2025-03-01T10:{m:02}:00Z").parse().unwrap();
+    analyzer
+        .correlator()
+        .advance_to(&mut stream, at(19), &mut out);
+    assert_eq!(absence(&out), 0);
+    analyzer
+        .correlator()
+        .advance_to(&mut stream, at(21), &mut out);
+    assert_eq!(absence(&out), 1);
+}

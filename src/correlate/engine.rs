@@ -321,6 +321,13 @@ impl Stream {
         Stream::default()
     }
 
+    /// The latest event time seen.
+    pub fn latest(&self) -> Option<DateTime<Utc>> {
+        (self.max_seen != i64::MIN)
+            .then(|| DateTime::from_timestamp_millis(self.max_seen))
+            .flatten()
+    }
+
     /// Event time up to which everything has been applied.
     pub fn watermark(&self) -> Option<DateTime<Utc>> {
         (self.watermark != i64::MIN)
@@ -628,15 +635,11 @@ impl Correlator {
         self.publish(stream);
     }
 
-    /// Moves the stream's event time forward without an event (an idle
-    /// partition in `run`), so that deadlines fire.
+    /// Moves the stream's event time forward without an event, as if one
+    /// of that time had arrived (an idle partition in `run`): the watermark
+    /// follows, less the allowed lateness, and deadlines before it fire.
     pub fn advance_to(&self, stream: &mut Stream, time: DateTime<Utc>, out: &mut Vec<Finding>) {
-        let t = time.timestamp_millis();
-        if t > stream.max_seen {
-            stream.max_seen = t;
-        }
-        stream.watermark = stream.watermark.max(t);
-        self.release(stream, stream.watermark, out);
+        self.advance(stream, time.timestamp_millis(), out);
     }
 
     /// Drops every group state (a partition was revoked). Shared state of

@@ -48,6 +48,10 @@ pub struct KafkaConfig {
     pub dead_letter_topic: String,
     /// How often stored offsets are committed (also on revoke and shutdown).
     pub commit_interval: String,
+    /// A partition without messages for this long moves its event time on
+    /// by the wall-clock time it has been quiet, so absence, session and
+    /// silence correlations still fire when a feed stops. `0s` disables.
+    pub idle_advance: String,
     /// Worker threads; 0: one per core.
     pub workers: usize,
     /// Messages queued per worker before the consumer waits (backpressure).
@@ -68,6 +72,7 @@ impl Default for KafkaConfig {
             start: StartPosition::Earliest,
             dead_letter_topic: "seamwatch-dead-letter".into(),
             commit_interval: "5s".into(),
+            idle_advance: "1m".into(),
             workers: 0,
             queue: 10_000,
             batch: 500,
@@ -176,6 +181,13 @@ impl KafkaConfig {
         humantime::parse_duration(&self.commit_interval)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(5_000)
+    }
+
+    /// `None` when disabled.
+    pub fn idle_advance(&self) -> Option<std::time::Duration> {
+        humantime::parse_duration(&self.idle_advance)
+            .ok()
+            .filter(|d| !d.is_zero())
     }
 
     pub fn workers(&self) -> usize {

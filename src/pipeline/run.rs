@@ -29,7 +29,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
 
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -131,6 +133,7 @@ struct Shared {
     formats: HashMap<String, FormatHint>,
     limits: Limits,
     batch: usize,
+    idle_advance: Option<Duration>,
     metrics: Arc<Metrics>,
     failed: AtomicBool,
     failure: Mutex<Option<String>>,
@@ -205,6 +208,7 @@ pub async fn run(
             .collect(),
         limits,
         batch: kafka.batch.max(1),
+        idle_advance: kafka.idle_advance(),
         metrics,
         failed: AtomicBool::new(false),
         failure: Mutex::new(None),
@@ -302,13 +306,75 @@ pub async fn run(
     })
 }
 
+/// When a partition last had a message: wall clock, and its event time then.
+#[derive(Clone, Copy)]
+struct Anchor {
+    at: Instant,
+    event_time: DateTime<Utc>,
+}
+
+/// The one place wall-clock time enters correlation. A partition quiet for
+/// at least `idle` is taken to have moved on in event time by as long as it
+/// has been quiet; returns the event time to advance its stream to.
+fn idle_target(anchor: Anchor, now: Instant, idle: Duration) -> Option<DateTime<Utc>> {
+    let quiet = now.checked_duration_since(anchor.at)?;
+    if quiet < idle {
+        return None;
+    }
+    let quiet = chrono::Duration::from_std(quiet).ok()?;
+    Some(anchor.event_time + quiet)
+}
+
+fn advance_idle(
+    shared: &Shared,
+    streams: &mut HashMap<(String, i32), Stream>,
+    anchors: &HashMap<(String, i32), Anchor>,
+    local: &mut LocalMetrics,
+) {
+    let Some(idle) = shared.idle_advance else {
+        return;
+    };
+    let now = Instant::now();
+    let mut findings = Vec::new();
+    for (partition, anchor) in anchors {
+        if let (Some(target), Some(stream)) =
+            (idle_target(*anchor, now, idle), streams.get_mut(partition))
+        {
+            shared
+                .analyzer
+                .correlator()
+                .advance_to(stream, target, &mut findings);
+        }
+    }
+    if findings.is_empty() {
+        return;
+    }
+    local.findings += findings.len() as u64;
+    if let Err(e) = shared
+        .sink
+        .append(&findings)
+        .and_then(|()| shared.sink.sync())
+    {
+        tracing::error!(error = %e, "findings of idle partitions not handed to the outbox");
+        *shared.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+        shared.failed.store(true, Ordering::Relaxed);
+    }
+    shared.metrics.merge(local);
+}
+
 fn worker(rx: Receiver<Work>, shared: &Shared) {
     let mut streams: HashMap<(String, i32), Stream> = HashMap::new();
+    let mut anchors: HashMap<(String, i32), Anchor> = HashMap::new();
+    let mut last_idle_check = Instant::now();
     let mut decoders: HashMap<String, Decoder> = HashMap::new();
     let mut scratch = Scratch::default();
     let mut local = LocalMetrics::default();
     let mut batch: Vec<OwnedMessage> = Vec::with_capacity(shared.batch);
     loop {
+        if last_idle_check.elapsed() >= Duration::from_secs(1) {
+            advance_idle(shared, &mut streams, &anchors, &mut local);
+            last_idle_check = Instant::now();
+        }
         let first = match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(work) => work,
             Err(RecvTimeoutError::Timeout) => continue,
@@ -341,6 +407,19 @@ fn worker(rx: Receiver<Work>, shared: &Shared) {
                 shared.failed.store(true, Ordering::Relaxed);
             }
             shared.metrics.merge(&mut local);
+            let now = Instant::now();
+            for message in &batch {
+                let key = (message.topic().to_owned(), message.partition());
+                if let Some(event_time) = streams.get(&key).and_then(Stream::latest) {
+                    anchors.insert(
+                        key,
+                        Anchor {
+                            at: now,
+                            event_time,
+                        },
+                    );
+                }
+            }
         }
         batch.clear();
         match control {
@@ -363,6 +442,7 @@ fn worker(rx: Receiver<Work>, shared: &Shared) {
             }
             Some(Work::Revoke(partitions, ack)) => {
                 for partition in partitions {
+                    anchors.remove(&partition);
                     if let Some(stream) = streams.remove(&partition) {
                         shared.analyzer.correlator().drop_stream(stream);
                     }
@@ -519,4 +599,25 @@ fn dead_letter(
     // Acknowledged by the broker before the offsets move.
     producer.flush(Duration::from_secs(30))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quiet_partition_moves_on_by_its_quiet_time_only_after_the_threshold() {
+        let at = Instant::now();
+        let event_time: DateTime<Utc> = "2025-03-01T10:00:00Z".parse().unwrap();
+        let anchor = Anchor { at, event_time };
+        let idle = Duration::from_secs(60);
+        assert_eq!(
+            idle_target(anchor, at + Duration::from_secs(59), idle),
+            None
+        );
+        assert_eq!(
+            idle_target(anchor, at + Duration::from_secs(20 * 60), idle),
+            Some("2025-03-01T10:20:00Z".parse().unwrap())
+        );
+    }
 }
