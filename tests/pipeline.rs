@@ -3,7 +3,8 @@
 //! broken records on the dead-letter topic with their headers; offsets only
 //! after the outbox sync (a failing outbox commits nothing and the next run
 //! gets every message again); a graceful stop commits everything; two
-//! members of one group split the partitions.
+//! members of one group split the partitions; a new member rebuilds the
+//! correlation state of its partitions without repeating a finding.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -100,6 +101,13 @@ fn kafka(brokers: &str, group: &str) -> KafkaConfig {
         dead_letter_topic: DLQ.into(),
         commit_interval: "200ms".into(),
         workers: 2,
+        // A member that left is noticed quickly when the next one joins.
+        properties: [
+            ("session.timeout.ms".to_owned(), "6000".to_owned()),
+            ("heartbeat.interval.ms".to_owned(), "1000".to_owned()),
+        ]
+        .into_iter()
+        .collect(),
         ..KafkaConfig::default()
     }
 }
@@ -362,4 +370,75 @@ fn two_members_of_one_group_split_the_partitions() {
     let counts: Vec<u64> = members.into_iter().map(|m| m.join().unwrap()).collect();
     assert!(counts.iter().all(|&n| n > 0), "{counts:?}");
     assert!(counts.iter().sum::<u64>() >= total, "{counts:?}");
+}
+
+fn deletion(minute: u32) -> String {
+    format!(
+        r#"{{"eventVersion":"1.09","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111111111111:user/mallory","accountId":"111111111111","userName":"mallory"}},"eventTime":"2025-03-01T10:{minute:02}:00Z","eventSource":"ec2.amazonaws.com","eventName":"DeleteSnapshot","awsRegion":"us-east-1","eventID":"00000000-0000-4000-8000-0000000000{minute:02}","recipientAccountId":"111111111111","requestParameters":{{"snapshotId":"snap-{minute}"}}}}"#
+    )
+}
+
+fn produce_raw(brokers: &str, records: &[String]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for record in records {
+        producer
+            .send(
+                BaseRecord::to(TOPIC)
+                    .key("111111111111")
+                    .payload(record.as_str()),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// Fails with `warm_up = "0s"`: the first three deletions are then forgotten.
+#[test]
+fn a_new_member_rebuilds_correlation_state_without_repeating_findings() {
+    let cluster = cluster();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let mass = |path: &Path| {
+        outbox(path)
+            .into_iter()
+            .filter(|f| f["rule_id"] == "correlation.mass_deletion_of_recovery_points")
+            .collect::<Vec<_>>()
+    };
+
+    // Three deletions: below the threshold of five. Stop (and commit).
+    produce_raw(&brokers, &[deletion(0), deletion(1), deletion(2)]);
+    let first = dir.path().join("first.jsonl");
+    let sink: Arc<dyn FindingSink> = Arc::new(JsonlOutbox::open(&first).unwrap());
+    let (result, _) = run_until(&kafka(&brokers, "g4"), sink, 3);
+    result.unwrap();
+    assert!(mass(&first).is_empty());
+    assert_eq!(committed(&brokers, "g4"), 3);
+
+    // Two more, read by a new process: it re-reads the first three, muted,
+    // so the pattern completes once and nothing old is reported again.
+    produce_raw(&brokers, &[deletion(3), deletion(4)]);
+    let second = dir.path().join("second.jsonl");
+    let sink: Arc<dyn FindingSink> = Arc::new(JsonlOutbox::open(&second).unwrap());
+    let (result, _) = run_until(&kafka(&brokers, "g4"), sink, 2);
+    assert_eq!(result.unwrap().messages, 2);
+    let found = mass(&second);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["evidence"].as_array().unwrap().len(), 5);
+    for finding in outbox(&second) {
+        if finding["kind"] == "correlation" {
+            continue;
+        }
+        let source = finding["evidence"][0]["source"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let offset: i64 = source.rsplit('@').next().unwrap().parse().unwrap();
+        assert!(
+            offset >= 3,
+            "a finding of an already committed record came again: {finding}"
+        );
+    }
 }

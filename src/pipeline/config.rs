@@ -52,6 +52,10 @@ pub struct KafkaConfig {
     /// by the wall-clock time it has been quiet, so absence, session and
     /// silence correlations still fire when a feed stops. `0s` disables.
     pub idle_advance: String,
+    /// On assign, how far back (at most) a partition is re-read to rebuild
+    /// correlation state: the widest correlation window plus the allowed
+    /// lateness, capped here. `0s` disables.
+    pub warm_up: String,
     /// Worker threads; 0: one per core.
     pub workers: usize,
     /// Messages queued per worker before the consumer waits (backpressure).
@@ -73,6 +77,7 @@ impl Default for KafkaConfig {
             dead_letter_topic: "seamwatch-dead-letter".into(),
             commit_interval: "5s".into(),
             idle_advance: "1m".into(),
+            warm_up: "2h".into(),
             workers: 0,
             queue: 10_000,
             batch: 500,
@@ -181,6 +186,13 @@ impl KafkaConfig {
         humantime::parse_duration(&self.commit_interval)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(5_000)
+    }
+
+    /// `None` when disabled.
+    pub fn warm_up_lookback(&self) -> Option<std::time::Duration> {
+        humantime::parse_duration(&self.warm_up)
+            .ok()
+            .filter(|d| !d.is_zero())
     }
 
     /// `None` when disabled.

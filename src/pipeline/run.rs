@@ -20,10 +20,12 @@
 //! - Records that do not parse go to the dead-letter topic unchanged, with
 //!   headers naming the reason, the source topic, partition and offset.
 //! - On revoke, the correlation state of the revoked partitions is dropped.
-//!
-//! Not yet here (see the issue notes): rebuilding correlation state on assign
-//! by re-reading the lookback window, and advancing idle partitions'
-//! watermarks on the wall clock.
+//!   On assign, each partition is re-read from the widest correlation window
+//!   plus the allowed lateness ago (by append time, capped by `warm_up`) up
+//!   to its committed offset, in a muted stream: the state the previous owner
+//!   had is rebuilt and nothing it already reported is reported again.
+//! - A partition quiet for `idle_advance` moves its event time on by its
+//!   quiet time (the one use of the wall clock: `idle_target`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,7 +40,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientConfig, ClientContext};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use super::config::{KafkaConfig, StartPosition};
 use super::metrics::{LocalMetrics, Metrics};
@@ -77,17 +79,152 @@ enum Work {
     /// Shutdown: flush, release what the correlation streams hold (up to the
     /// latest event time each has seen) into the outbox, acknowledge.
     Finish(SyncSender<()>),
+    /// Messages of a newly assigned partition from before its committed
+    /// offset: rebuild its correlation state, emit nothing.
+    WarmUp((String, i32), Vec<OwnedMessage>),
 }
 
 /// Rebalance hooks: on revoke, every worker drains its queue (so every
 /// offset that can be stored is), then the commit is synchronous.
 pub struct PipelineContext {
     workers: Mutex<Vec<SyncSender<Work>>>,
+    /// For the warm-up reader.
+    client: ClientConfig,
+    /// How far back (append time) a newly assigned partition is re-read; 0: not at all.
+    lookback_ms: i64,
 }
 
 impl ClientContext for PipelineContext {}
 
+impl PipelineContext {
+    /// Re-reads each assigned partition from `lookback_ms` ago up to its
+    /// committed offset and hands the messages to the partition's worker
+    /// before any live message: the correlation state a previous owner had is
+    /// rebuilt, in a muted stream, so no finding is emitted twice.
+    fn warm_up(&self, consumer: &BaseConsumer<Self>, list: &TopicPartitionList) {
+        if self.lookback_ms <= 0 || list.count() == 0 {
+            return;
+        }
+        let timeout = Duration::from_secs(10);
+        let Ok(committed) = consumer.committed_offsets(list.clone(), timeout) else {
+            return;
+        };
+        let since = chrono::Utc::now().timestamp_millis() - self.lookback_ms;
+        let mut times = TopicPartitionList::new();
+        for e in committed.elements() {
+            let _ = times.add_partition_offset(e.topic(), e.partition(), Offset::Offset(since));
+        }
+        // Brokers that cannot look offsets up by time answer `End`.
+        let starts = consumer.offsets_for_times(times, timeout).ok();
+        let workers = self
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if workers.is_empty() {
+            return;
+        }
+        for e in committed.elements() {
+            let Offset::Offset(end) = e.offset() else {
+                continue; // a new group: nothing to rebuild
+            };
+            let start = match starts
+                .as_ref()
+                .and_then(|s| s.find_partition(e.topic(), e.partition()))
+                .map(|s| s.offset())
+            {
+                Some(Offset::Offset(start)) => start,
+                // No answer by time: scan the last stretch before the
+                // committed offset, keeping what was appended since then.
+                _ => {
+                    let low = consumer
+                        .fetch_watermarks(e.topic(), e.partition(), timeout)
+                        .map_or(0, |(low, _)| low);
+                    low.max(end - MAX_WARM_UP_SCAN)
+                }
+            };
+            if start >= end {
+                continue;
+            }
+            let messages = read_range(&self.client, e.topic(), e.partition(), start, end, since);
+            tracing::info!(
+                topic = e.topic(),
+                partition = e.partition(),
+                from = start,
+                to = end,
+                messages = messages.len(),
+                "warming up correlation state"
+            );
+            let worker = &workers[e.partition().unsigned_abs() as usize % workers.len()];
+            let _ = worker.send(Work::WarmUp(
+                (e.topic().to_owned(), e.partition()),
+                messages,
+            ));
+        }
+    }
+}
+
+/// The most messages a warm-up scans when the broker cannot look up by time.
+const MAX_WARM_UP_SCAN: i64 = 200_000;
+
+/// Messages `[start, end)` of one partition appended at or after `since`
+/// (ms), read without a group.
+fn read_range(
+    client: &ClientConfig,
+    topic: &str,
+    partition: i32,
+    start: i64,
+    end: i64,
+    since: i64,
+) -> Vec<OwnedMessage> {
+    let mut config = client.clone();
+    config
+        .set("group.id", "seamwatch-warm-up")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true");
+    let Ok(reader) = config.create::<BaseConsumer>() else {
+        return Vec::new();
+    };
+    let mut tpl = TopicPartitionList::new();
+    if tpl
+        .add_partition_offset(topic, partition, Offset::Offset(start))
+        .is_err()
+        || reader.assign(&tpl).is_err()
+    {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        match reader.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let offset = m.offset();
+                let recent = m.timestamp().to_millis().is_none_or(|t| t >= since);
+                if offset < end && recent {
+                    out.push(m.detach());
+                }
+                if offset + 1 >= end {
+                    break;
+                }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => {
+                tracing::warn!(topic, partition, error = %e, "warm-up read");
+                break;
+            }
+            None => {}
+        }
+    }
+    out
+}
+
 impl ConsumerContext for PipelineContext {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            self.warm_up(consumer, list);
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(list) = rebalance else {
             return;
@@ -178,8 +315,24 @@ pub async fn run(
     if kafka.topics.is_empty() {
         return Err(super::config::KafkaConfigError::NoTopics.into());
     }
+    let lookback_ms = match kafka.warm_up_lookback() {
+        Some(cap) => {
+            let widest = analyzer
+                .correlator()
+                .correlations()
+                .iter()
+                .map(|c| c.within_ms)
+                .max()
+                .unwrap_or(0);
+            let need = widest + analyzer.correlator().config().allowed_lateness_ms;
+            need.min(cap.as_millis() as i64)
+        }
+        None => 0,
+    };
     let context = PipelineContext {
         workers: Mutex::new(Vec::new()),
+        client: client.clone(),
+        lookback_ms,
     };
     let consumer: StreamConsumer<PipelineContext> =
         consumer_config(kafka, &client).create_with_context(context)?;
@@ -439,6 +592,39 @@ fn worker(rx: Receiver<Work>, shared: &Shared) {
                 }
                 shared.metrics.merge(&mut local);
                 let _ = ack.send(());
+            }
+            Some(Work::WarmUp(key, messages)) => {
+                let stream = streams.entry(key.clone()).or_default();
+                stream.set_muted(true);
+                let mut discarded = Vec::new();
+                for message in &messages {
+                    let decoder = decoders.entry(key.0.clone()).or_insert_with(|| {
+                        Decoder::new(
+                            shared.formats.get(&key.0).copied().unwrap_or_default(),
+                            shared.limits,
+                        )
+                    });
+                    let payload = message.payload().unwrap_or_default();
+                    decoder.decode(payload, &mut |d: Decoded<'_>| {
+                        if let Ok(event) = d.result {
+                            let source = SourceRef::Kafka {
+                                topic: &key.0,
+                                partition: key.1,
+                                offset: message.offset(),
+                            };
+                            shared.analyzer.process(
+                                &event,
+                                source,
+                                stream,
+                                &mut scratch,
+                                &mut discarded,
+                            );
+                            // Already reported by the previous owner of the partition.
+                            discarded.clear();
+                        }
+                    });
+                }
+                stream.set_muted(false);
             }
             Some(Work::Revoke(partitions, ack)) => {
                 for partition in partitions {
