@@ -217,6 +217,13 @@ impl KeyState {
     fn fired(&self) -> bool {
         self.corr & FIRED != 0
     }
+    /// One more event took part; kept as evidence while there is room.
+    fn join(&mut self, ev: Ev, cap: usize) {
+        self.count += 1;
+        if self.evidence.len() < cap {
+            self.evidence.push(ev);
+        }
+    }
     fn set_fired(&mut self, fired: bool) {
         if fired {
             self.corr |= FIRED;
@@ -952,10 +959,7 @@ impl Correlator {
                 if st.evidence.iter().any(|e| e.id == p.ev.id) {
                     self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                 } else if st.fired() {
-                    st.count += 1;
-                    if st.evidence.len() < self.cap(corr) {
-                        st.evidence.push(p.ev);
-                    }
+                    st.join(p.ev, self.cap(corr));
                 } else {
                     if corr.kind == Kind::Distinct
                         && let Some(i) = st.evidence.iter().position(|e| e.value == p.ev.value)
@@ -1019,10 +1023,7 @@ impl Correlator {
                     return;
                 }
                 st.step |= p.steps;
-                st.count += 1;
-                if st.evidence.len() < self.cap(corr) {
-                    st.evidence.push(p.ev);
-                }
+                st.join(p.ev, self.cap(corr));
                 let all = ((1u16 << corr.steps.len()) - 1) as u8;
                 if st.step == all {
                     let (start, count) = (st.start, st.count);
@@ -1069,10 +1070,7 @@ impl Correlator {
                     Entry::Occupied(mut o) => {
                         let st = o.get_mut();
                         if !st.evidence.iter().any(|e| e.id == p.ev.id) {
-                            st.count += 1;
-                            if st.evidence.len() < self.cap(corr) {
-                                st.evidence.push(p.ev);
-                            }
+                            st.join(p.ev, self.cap(corr));
                         }
                     }
                     Entry::Vacant(v) => {
@@ -1100,10 +1098,7 @@ impl Correlator {
                 Entry::Occupied(mut o) => {
                     let st = o.get_mut();
                     if p.time <= st.start + w && !st.evidence.iter().any(|e| e.id == p.ev.id) {
-                        st.count += 1;
-                        if st.evidence.len() < self.cap(corr) {
-                            st.evidence.push(p.ev);
-                        }
+                        st.join(p.ev, self.cap(corr));
                     }
                 }
             },
@@ -1173,10 +1168,7 @@ impl Correlator {
         };
         if p.steps & (1 << cur) != 0 && differs {
             st.progress = st.progress.saturating_add(1);
-            st.count += 1;
-            if st.evidence.len() < self.cap(corr) {
-                st.evidence.push(p.ev);
-            }
+            st.join(p.ev, self.cap(corr));
             if u32::from(st.progress) >= corr.steps[cur].min_count {
                 st.step += 1;
                 st.progress = 0;
@@ -1198,10 +1190,7 @@ impl Correlator {
             }
         } else if p.steps & ((1 << cur) - 1) != 0 {
             // More of an earlier step: evidence, not progress.
-            st.count += 1;
-            if st.evidence.len() < self.cap(corr) {
-                st.evidence.push(p.ev);
-            }
+            st.join(p.ev, self.cap(corr));
         }
     }
 
