@@ -274,8 +274,33 @@ fn messages_become_findings_and_broken_records_are_dead_lettered() {
         Some(BROKEN[1])
     );
 
-    // The graceful stop committed every message.
+    // The graceful stop committed every message: no lag left.
     assert_eq!(committed(&brokers, "g1"), records.len() as i64);
+    assert_eq!(summary.commit_lag, 0);
+}
+
+#[test]
+fn commit_lag_counts_what_was_not_consumed() {
+    let cluster = cluster();
+    let brokers = cluster.bootstrap_servers();
+    let records = produce(&brokers, 600);
+    let dir = tempfile::tempdir().unwrap();
+    let sink: Arc<dyn FindingSink> =
+        Arc::new(JsonlOutbox::open(&dir.path().join("o.jsonl")).unwrap());
+    let config = KafkaConfig {
+        batch: 10,
+        queue: 10,
+        ..kafka(&brokers, "g5")
+    };
+    let (result, _) = run_until(&config, sink, 50);
+    let summary = result.unwrap();
+    assert!(summary.messages < records.len() as u64, "{summary:?}");
+    assert_eq!(
+        summary.commit_lag,
+        records.len() as i64 - committed(&brokers, "g5")
+    );
+    assert_eq!(committed(&brokers, "g5"), summary.messages as i64);
+    assert!(summary.commit_lag > 0);
 }
 
 /// An outbox whose sync always fails: nothing may be committed.

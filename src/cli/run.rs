@@ -160,13 +160,14 @@ pub fn run(args: RunArgs, config: &Config) -> anyhow::Result<ExitCode> {
         .await
     })?;
     eprintln!(
-        "consumed {} messages: {} events, {} rejected ({} dead-lettered), {} findings (outbox {})",
+        "consumed {} messages: {} events, {} rejected ({} dead-lettered), {} findings (outbox {}); commit lag at exit {}",
         summary.messages,
         summary.events,
         summary.errors,
         summary.dead_lettered,
         summary.findings,
-        args.outbox.display()
+        args.outbox.display(),
+        summary.commit_lag
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -355,6 +356,10 @@ pub fn demo(args: DemoArgs, config: &Config) -> anyhow::Result<ExitCode> {
     for entry in metrics.errors.iter() {
         eprintln!("  rejected: {} {}", entry.value(), entry.key());
     }
+    eprintln!(
+        "  commit lag after the final commit: {} messages",
+        summary.commit_lag
+    );
     let batches = metrics.committed_batches.load(Ordering::Relaxed).max(1);
     eprintln!(
         "  {} outbox syncs (then offset stores), {:.0} messages each on average",

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub findings: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub committed_batches: AtomicU64,
+    /// High watermark − committed offset, per partition, refreshed every 10 s.
+    pub commit_lag: DashMap<(String, i32), i64>,
     event_latency: Mutex<Histogram<u64>>,
     append_latency: Mutex<Histogram<u64>>,
 }
@@ -37,6 +39,7 @@ impl Default for Metrics {
             findings: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             committed_batches: AtomicU64::new(0),
+            commit_lag: DashMap::new(),
             event_latency: Mutex::new(histogram()),
             append_latency: Mutex::new(histogram()),
         }

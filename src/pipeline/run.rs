@@ -70,6 +70,36 @@ pub struct RunSummary {
     pub errors: u64,
     pub findings: u64,
     pub dead_lettered: u64,
+    /// Messages not yet committed at the end (high watermark − committed
+    /// offset, summed over the partitions the member held).
+    pub commit_lag: i64,
+}
+
+/// Commit lag per assigned partition: high watermark − committed offset.
+pub fn commit_lag<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    timeout: Duration,
+) -> Vec<(String, i32, i64)> {
+    let Ok(assignment) = consumer.assignment() else {
+        return Vec::new();
+    };
+    let Ok(committed) = consumer.committed_offsets(assignment, timeout) else {
+        return Vec::new();
+    };
+    committed
+        .elements()
+        .iter()
+        .filter_map(|e| {
+            let (low, high) = consumer
+                .fetch_watermarks(e.topic(), e.partition(), timeout)
+                .ok()?;
+            let done = match e.offset() {
+                Offset::Offset(n) => n,
+                _ => low,
+            };
+            Some((e.topic().to_owned(), e.partition(), (high - done).max(0)))
+        })
+        .collect()
 }
 
 enum Work {
@@ -387,7 +417,21 @@ pub async fn run(
         .unwrap_or_else(|e| e.into_inner()) = senders.clone();
     tracing::info!(topics = ?topics, workers = n, group = %kafka.group_id, "consuming");
 
+    let mut lag_check = tokio::time::Instant::now();
     while !stop.load(Ordering::Relaxed) && !shared.failed.load(Ordering::Relaxed) {
+        if lag_check.elapsed() >= Duration::from_secs(10) {
+            lag_check = tokio::time::Instant::now();
+            let (lag_consumer, metrics) = (consumer.clone(), shared.metrics.clone());
+            // Broker round trips: off the consumer task.
+            tokio::task::spawn_blocking(move || {
+                let lag = commit_lag(&*lag_consumer, Duration::from_secs(5));
+                let total: i64 = lag.iter().map(|(_, _, n)| n).sum();
+                for (topic, partition, n) in lag {
+                    metrics.commit_lag.insert((topic, partition), n);
+                }
+                tracing::info!(commit_lag = total, "commit lag");
+            });
+        }
         let message = match tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await
         {
             Err(_) => continue,
@@ -430,6 +474,18 @@ pub async fn run(
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(error = %e, "final commit");
     }
+    let lag_consumer = consumer.clone();
+    let lag =
+        tokio::task::spawn_blocking(move || commit_lag(&*lag_consumer, Duration::from_secs(5)))
+            .await
+            .unwrap_or_default();
+    for (topic, partition, n) in &lag {
+        shared
+            .metrics
+            .commit_lag
+            .insert((topic.clone(), *partition), *n);
+    }
+    let commit_lag: i64 = lag.iter().map(|(_, _, n)| n).sum();
     consumer
         .context()
         .workers
@@ -456,6 +512,7 @@ pub async fn run(
         errors: m.total_errors(),
         findings: m.findings.load(Ordering::Relaxed),
         dead_lettered: m.dead_lettered.load(Ordering::Relaxed),
+        commit_lag,
     })
 }
 
