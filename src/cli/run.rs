@@ -118,6 +118,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn run(args: RunArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let env = |k: &str| std::env::var(k).ok();
     let kafka = config.kafka.clone().with_env(env)?;
+    if kafka.topics.is_empty() {
+        return Err(crate::pipeline::config::KafkaConfigError::NoTopics.into());
+    }
     let client = kafka.client_config(env)?;
     let matrix = load_matrix(args.matrix.as_ref())?;
     let analyzer = Arc::new(build_analyzer(
