@@ -980,17 +980,7 @@ impl Correlator {
                     if reached {
                         st.set_fired(true);
                         st.start = st.evidence[0].time;
-                        let (start, count) = (st.start, st.count);
-                        self.fire(
-                            stream,
-                            corr,
-                            p.ctx.as_ref(),
-                            &st.evidence,
-                            count,
-                            start,
-                            newest,
-                            out,
-                        );
+                        self.fire(stream, corr, p.ctx.as_ref(), &st, newest, out);
                     } else {
                         let evidence_cap = self.cap(corr);
                         if st.evidence.len() > evidence_cap {
@@ -1026,17 +1016,7 @@ impl Correlator {
                 st.join(p.ev, self.cap(corr));
                 let all = ((1u16 << corr.steps.len()) - 1) as u8;
                 if st.step == all {
-                    let (start, count) = (st.start, st.count);
-                    self.fire(
-                        stream,
-                        corr,
-                        p.ctx.as_ref(),
-                        &st.evidence,
-                        count,
-                        start,
-                        p.time,
-                        out,
-                    );
+                    self.fire(stream, corr, p.ctx.as_ref(), &st, p.time, out);
                     drop(st);
                     self.remove(p.key);
                 } else {
@@ -1174,17 +1154,7 @@ impl Correlator {
                 st.progress = 0;
             }
             if st.step as usize == corr.steps.len() {
-                let (start, count) = (st.start, st.count);
-                self.fire(
-                    stream,
-                    corr,
-                    p.ctx.as_ref(),
-                    &st.evidence,
-                    count,
-                    start,
-                    p.time,
-                    out,
-                );
+                self.fire(stream, corr, p.ctx.as_ref(), &st, p.time, out);
                 drop(st);
                 self.remove(p.key);
             }
@@ -1217,17 +1187,7 @@ impl Correlator {
         let corr = &self.correlations[st.corr()];
         match corr.kind {
             Kind::Absence | Kind::Session | Kind::Silence => {
-                let ctx = st.ctx.as_deref();
-                self.fire(
-                    stream,
-                    corr,
-                    ctx,
-                    &st.evidence,
-                    st.count,
-                    st.start,
-                    st.expires,
-                    out,
-                );
+                self.fire(stream, corr, st.ctx.as_deref(), st, st.expires, out);
             }
             _ => {}
         }
@@ -1235,15 +1195,13 @@ impl Correlator {
         self.keys.fetch_sub(1, Ordering::Relaxed);
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Reports the group's window `[st.start, end]` with its evidence.
     fn fire(
         &self,
         stream: &Stream,
         corr: &Correlation,
         ctx: Option<&Ctx>,
-        evidence: &[Ev],
-        count: u32,
-        start: i64,
+        st: &KeyState,
         end: i64,
         out: &mut Vec<Finding>,
     ) {
@@ -1257,7 +1215,7 @@ impl Correlator {
             return;
         }
         self.counters.fired.fetch_add(1, Ordering::Relaxed);
-        out.push(self.finding(corr, ctx, evidence, count, start, end));
+        out.push(self.finding(corr, ctx, &st.evidence, st.count, st.start, end));
     }
 
     fn finding(
