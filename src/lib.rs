@@ -22,6 +22,7 @@
 //! Detection and correlation never need to know where an event came from,
 //! which is what makes replay give the same findings as live processing.
 
+pub mod alert;
 pub mod analyze;
 pub mod cli;
 pub mod config;

@@ -1295,7 +1295,7 @@ impl Correlator {
             detail: Some(detail),
             author: meta.author.clone(),
             correlation: Some(CorrelationDetail {
-                kind: corr.kind.as_str(),
+                kind: std::borrow::Cow::Borrowed(corr.kind.as_str()),
                 group: ctx.label().to_owned(),
                 window_start: time(start),
                 window_end: time(end),

@@ -68,7 +68,7 @@ impl fmt::Display for Severity {
 }
 
 /// What kind of detection produced a finding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingKind {
     /// A rule of seamwatch's own format matched.
@@ -120,13 +120,13 @@ impl fmt::Display for SourceRef<'_> {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evidence {
     pub event_id: String,
     pub source: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FindingPrincipal {
     pub kind: PrincipalKind,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -137,7 +137,7 @@ pub struct FindingPrincipal {
 
 /// One finding. `id` is deterministic: the same rule on the same event always
 /// yields the same id, so replays and redeliveries deduplicate downstream.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
     pub id: String,
     pub kind: FindingKind,
@@ -155,7 +155,7 @@ pub struct Finding {
     pub service: String,
     pub operation: String,
     pub principal: FindingPrincipal,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<Domain>,
@@ -169,16 +169,16 @@ pub struct Finding {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_time: Option<DateTime<Utc>>,
     pub evidence: Vec<Evidence>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attack: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub compliance: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remediation: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub references: Vec<String>,
     /// For out-of-band changes: the change paths that would have been approved.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approved_paths: Vec<String>,
     /// Extra words specific to the finding (the boundary, the person, …).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -194,10 +194,10 @@ pub struct Finding {
 /// What a correlation finding adds: which group it is about, over which
 /// window of event time, and how many events took part (the evidence list
 /// is capped; `events` is not).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CorrelationDetail {
     /// `threshold`, `distinct`, `sequence`, `temporal`, `absence`, `session`, `silence`.
-    pub kind: &'static str,
+    pub kind: std::borrow::Cow<'static, str>,
     /// The group-by values, `name=value` joined by `, `.
     pub group: String,
     pub window_start: DateTime<Utc>,

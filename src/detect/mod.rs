@@ -21,5 +21,5 @@ pub mod sigma;
 pub mod testing;
 
 pub use engine::{Detector, RuleSet};
-pub use finding::{Finding, FindingKind, Severity, SourceRef};
+pub use finding::{CorrelationDetail, Evidence, Finding, FindingKind, FindingPrincipal, Severity, SourceRef};
 pub use rule::{Rule, RuleError};
