@@ -16,7 +16,12 @@
 //! pipeline commit the offsets it came from. Delivery is at least once, and
 //! every request carries an idempotency key so receivers can drop repeats.
 
+pub mod config;
+pub mod deliver;
 pub mod format;
 pub mod model;
+pub mod route;
+pub mod sign;
+pub mod store;
 
 pub use model::{Action, AlertNotice, DigestLine, DigestNotice, Notice};

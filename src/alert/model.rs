@@ -83,6 +83,9 @@ pub struct DigestNotice {
 /// What one destination is sent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// Notices are built once per finding and destination, never in bulk on the
+// hot path; boxing the common variant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Notice {
     Alert(AlertNotice),
     Digest(DigestNotice),

@@ -3,7 +3,7 @@
 //! pipeline against an in-process Kafka-protocol cluster with bundled
 //! traffic, no setup.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +18,9 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use super::replay::{build_analyzer, load_matrix};
+use crate::alert::config::AlertsConfig;
+use crate::alert::deliver::{Destination, Dispatcher, Policy};
+use crate::alert::store::Outbox;
 use crate::config::Config;
 use crate::detect::Finding;
 use crate::pipeline::config::TopicConfig;
@@ -25,7 +28,7 @@ use crate::pipeline::demo::{
     AZURE_TOPIC, CLOUDTRAIL_TOPIC, DEAD_LETTER_TOPIC, GCP_TOPIC, demo_records,
 };
 use crate::pipeline::outbox::{FindingSink, OutboxError, Tee};
-use crate::pipeline::{JsonlOutbox, KafkaConfig, Metrics, run};
+use crate::pipeline::{KafkaConfig, Metrics, run};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -38,10 +41,10 @@ pub struct RunArgs {
     /// Responsibility matrix [default: config/responsibility.toml if present, else the built-in one].
     #[arg(long, value_name = "FILE")]
     pub matrix: Option<PathBuf>,
-    /// The outbox: findings are appended here (JSON Lines) and synced before
-    /// their offsets are committed.
-    #[arg(long, value_name = "FILE", default_value = "seamwatch-outbox.jsonl")]
-    pub outbox: PathBuf,
+    /// The alert outbox (an embedded database) [default: `[alerts] outbox`].
+    /// Findings are in it, durably, before their offsets are committed.
+    #[arg(long, value_name = "FILE")]
+    pub outbox: Option<PathBuf>,
     /// Also print each finding on stdout as it is found.
     #[arg(long)]
     pub print: bool,
@@ -129,7 +132,14 @@ pub fn run(args: RunArgs, config: &Config) -> anyhow::Result<ExitCode> {
         matrix,
         config,
     )?);
-    let outbox: Arc<dyn FindingSink> = Arc::new(JsonlOutbox::open(&args.outbox)?);
+    let alerts = &config.alerts;
+    let outbox_path = args.outbox.clone().unwrap_or_else(|| alerts.outbox.clone());
+    let store = Arc::new(
+        Outbox::open(&outbox_path, alerts, resolvable_rules(&analyzer))
+            .map_err(|e| anyhow::anyhow!(e))?,
+    );
+    let dispatcher = start_dispatcher(&store, alerts, Some(&client))?;
+    let outbox: Arc<dyn FindingSink> = store.clone();
     let sink: Arc<dyn FindingSink> = if args.print {
         Arc::new(Tee(vec![
             outbox,
@@ -163,16 +173,68 @@ pub fn run(args: RunArgs, config: &Config) -> anyhow::Result<ExitCode> {
         .await
     })?;
     eprintln!(
-        "consumed {} messages: {} events, {} rejected ({} dead-lettered), {} findings (outbox {}); commit lag at exit {}",
+        "consumed {} messages: {} events, {} rejected ({} dead-lettered), {} findings; commit lag at exit {}",
         summary.messages,
         summary.events,
         summary.errors,
         summary.dead_lettered,
         summary.findings,
-        args.outbox.display(),
         summary.commit_lag
     );
+    dispatcher.shutdown(Duration::from_secs(10));
+    print_outbox_summary(&store)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Rule ids some rule `resolves`: their alerts are indexed for closing.
+pub fn resolvable_rules(analyzer: &crate::analyze::Analyzer) -> HashSet<String> {
+    analyzer
+        .detector()
+        .rules()
+        .rules()
+        .iter()
+        .flat_map(|r| r.meta.resolves.iter().cloned())
+        .collect()
+}
+
+/// Builds every `[[alerts.sinks]]` destination and starts delivering.
+pub fn start_dispatcher(
+    store: &Arc<Outbox>,
+    alerts: &AlertsConfig,
+    kafka: Option<&ClientConfig>,
+) -> anyhow::Result<Dispatcher> {
+    let destinations = alerts
+        .sinks
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Destination::from_config(s, i, kafka))
+        .collect::<Result<Vec<_>, _>>()?;
+    let policies = alerts.sinks.iter().map(|s| Policy::of(alerts, s)).collect();
+    for sink in &alerts.sinks {
+        tracing::info!(sink = %sink.name, kind = ?sink.kind, format = ?sink.format, "alert destination");
+    }
+    Dispatcher::start(store.clone(), destinations, policies).context("starting alert delivery")
+}
+
+/// What the outbox decided, and what is still waiting, on stderr.
+pub fn print_outbox_summary(store: &Outbox) -> anyhow::Result<()> {
+    let s = &store.stats;
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    eprintln!(
+        "outbox {}: {} alerts created, {} repeats folded in, {} closed, {} suppressed, {} held by budgets ({} digests), {} redelivered findings ignored",
+        store.path().display(),
+        n(&s.created),
+        n(&s.updated),
+        n(&s.closed),
+        n(&s.suppressed),
+        n(&s.held),
+        n(&s.digests),
+        n(&s.repeated),
+    );
+    for (sink, (queued, dead)) in store.depth()? {
+        eprintln!("  {sink}: {queued} waiting, {dead} dead letters");
+    }
+    Ok(())
 }
 
 async fn wait_for_signal() {
@@ -247,16 +309,18 @@ pub fn demo(args: DemoArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let outbox_path = args
         .outbox
         .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join("seamwatch-demo-outbox.jsonl"));
+        .unwrap_or_else(|| std::env::temp_dir().join("seamwatch-demo-outbox.redb"));
     let _ = std::fs::remove_file(&outbox_path);
+    let store = Arc::new(
+        Outbox::open(&outbox_path, &config.alerts, resolvable_rules(&analyzer))
+            .map_err(|e| anyhow::anyhow!(e))?,
+    );
+    let dispatcher = start_dispatcher(&store, &config.alerts, Some(&client))?;
     let printer = Arc::new(Printer {
         quiet: args.quiet,
         by_rule: Default::default(),
     });
-    let sink: Arc<dyn FindingSink> = Arc::new(Tee(vec![
-        Arc::new(JsonlOutbox::open(&outbox_path)?),
-        printer.clone(),
-    ]));
+    let sink: Arc<dyn FindingSink> = Arc::new(Tee(vec![store.clone(), printer.clone()]));
     let metrics = Arc::new(Metrics::default());
     let stop = Arc::new(AtomicBool::new(false));
     let total = records.len() as u64;
@@ -378,6 +442,7 @@ pub fn demo(args: DemoArgs, config: &Config) -> anyhow::Result<ExitCode> {
     for (rule, n) in by_rule.iter() {
         eprintln!("  {n:>6}  {rule}");
     }
-    eprintln!("  outbox: {}", outbox_path.display());
+    dispatcher.shutdown(Duration::from_secs(5));
+    print_outbox_summary(&store)?;
     Ok(ExitCode::SUCCESS)
 }

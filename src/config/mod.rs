@@ -30,13 +30,14 @@ pub enum ConfigError {
 }
 
 /// The whole file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub input: InputConfig,
     pub limits: Limits,
     pub correlation: CorrelationConfig,
     pub kafka: KafkaConfig,
+    pub alerts: crate::alert::config::AlertsConfig,
 }
 
 /// `[input]`: what the sources carry.
@@ -89,6 +90,7 @@ impl Config {
                     .into(),
             );
         }
+        self.alerts.validate().map_err(|e| e.to_string())?;
         Ok(())
     }
 }

@@ -1301,6 +1301,7 @@ impl Correlator {
                 window_end: time(end),
                 events: count,
             }),
+            resolves: meta.resolves.clone(),
         }
     }
 }

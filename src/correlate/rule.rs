@@ -313,6 +313,7 @@ pub fn parse(raw: RawCorrelation, path: &Path) -> Result<CorrelationDef, String>
         (_, None, None) => None,
     };
     let meta = RuleMeta {
+        resolves: Vec::new(),
         id: raw.id.clone(),
         title: raw.title,
         description: raw.description,
@@ -404,6 +405,7 @@ fn parse_step(
                     .into_iter()
                     .map(|cloud| Rule {
                         meta: RuleMeta {
+                            resolves: Vec::new(),
                             id: format!("{}#{}.{}", meta.id, step.name, cloud.as_str()),
                             title: format!("{} (step {})", meta.title, step.name),
                             description: String::new(),

@@ -196,6 +196,7 @@ impl Detector {
             detail: None,
             author: None,
             correlation: None,
+            resolves: Vec::new(),
         }
     }
 
@@ -226,6 +227,7 @@ impl Detector {
         finding.remediation = meta.remediation.clone();
         finding.references = meta.references.clone();
         finding.author = meta.author.clone();
+        finding.resolves = meta.resolves.clone();
         if let Some(point) = self.matrix.connection_point(&Self::resources(event)) {
             finding.detail = Some(format!(
                 "connection point `{}`, owned jointly by {}",

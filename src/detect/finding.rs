@@ -189,6 +189,10 @@ pub struct Finding {
     /// For correlation findings: the group, the window and the event count.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub correlation: Option<CorrelationDetail>,
+    /// Rules whose open alerts this finding closes (same account, same
+    /// resource); such a finding is a resolution, not an alert of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolves: Vec<String>,
 }
 
 /// What a correlation finding adds: which group it is about, over which

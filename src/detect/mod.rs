@@ -21,5 +21,7 @@ pub mod sigma;
 pub mod testing;
 
 pub use engine::{Detector, RuleSet};
-pub use finding::{CorrelationDetail, Evidence, Finding, FindingKind, FindingPrincipal, Severity, SourceRef};
+pub use finding::{
+    CorrelationDetail, Evidence, Finding, FindingKind, FindingPrincipal, Severity, SourceRef,
+};
 pub use rule::{Rule, RuleError};

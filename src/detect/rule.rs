@@ -94,6 +94,9 @@ pub struct RawRule {
     pub references: Vec<String>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Rules whose open alerts a finding of this rule closes.
+    #[serde(default)]
+    pub resolves: Vec<String>,
     #[serde(default)]
     pub tests: Vec<RawTest>,
 }
@@ -224,6 +227,9 @@ pub struct RuleMeta {
     pub author: Option<String>,
     /// Sigma's `name` attribute, by which correlation rules may refer to a rule.
     pub name: Option<String>,
+    /// Rules whose open alerts a finding of this rule closes (logging
+    /// restarted closes "logging stopped" for the same account and resource).
+    pub resolves: Vec<String>,
     pub file: PathBuf,
 }
 
@@ -329,6 +335,7 @@ fn compile_rule(raw: RawRule, path: &Path) -> Result<Rule, String> {
             tags: raw.tags,
             author: None,
             name: None,
+            resolves: raw.resolves,
             file: path.to_owned(),
         },
         origin: RuleOrigin::Native,

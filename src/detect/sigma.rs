@@ -198,6 +198,7 @@ fn compile_correlation(
     }
     Ok(CorrelationDef {
         meta: RuleMeta {
+            resolves: Vec::new(),
             id: format!("sigma.{id}"),
             title: c.title.clone(),
             description: c.description.clone().unwrap_or_default(),
@@ -429,6 +430,7 @@ fn compile(rule: &SigmaRule, path: &Path) -> Result<Rule, String> {
         .unwrap_or_else(|| format!("sigma:{}", rule.title));
     Ok(Rule {
         meta: RuleMeta {
+            resolves: Vec::new(),
             id: format!("sigma.{id}"),
             title: rule.title.clone(),
             description: rule.description.clone().unwrap_or_default(),

@@ -1,8 +1,9 @@
 //! Where findings go before their offsets may be committed. The pipeline
 //! appends a batch of findings and then calls `sync`; only when `sync`
 //! returns are the batch's offsets stored. [`JsonlOutbox`] is the durable
-//! file behind that interface (one JSON finding per line, fsync on sync)
-//! until the alert outbox with delivery, dedup and retries takes its place.
+//! file behind that interface (one JSON finding per line, fsync on sync);
+//! [`crate::alert::store::Outbox`] is the alert outbox behind it (dedup,
+//! suppression, routes, delivery queues).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -19,6 +20,8 @@ pub enum OutboxError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Store(#[from] crate::alert::store::StoreError),
 }
 
 /// A durable destination for findings. Shared by every worker.
@@ -80,6 +83,17 @@ impl FindingSink for JsonlOutbox {
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         file.flush().map_err(|e| self.io(e))?;
         file.get_ref().sync_data().map_err(|e| self.io(e))
+    }
+}
+
+impl FindingSink for crate::alert::store::Outbox {
+    fn append(&self, findings: &[Finding]) -> Result<(), OutboxError> {
+        crate::alert::store::Outbox::append(self, findings);
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), OutboxError> {
+        Ok(crate::alert::store::Outbox::sync(self)?)
     }
 }
 
