@@ -1,7 +1,9 @@
 //! End to end against a real, separate Kafka-protocol broker: `seamwatch run`
 //! as its own process consumes a corpus of the three clouds; it is killed
 //! (`kill -9`) mid-stream and started again, and every expected finding still
-//! reaches the outbox (at-least-once: repeats are allowed, losses are not).
+//! reaches the alert destination (at-least-once: repeats are allowed, losses
+//! are not): Kafka → detection → durable outbox → delivery to a JSON Lines
+//! sink, across the kill.
 //!
 //! The broker address comes from `SEAMWATCH_TEST_BROKERS` (`.ci/run` starts
 //! one and sets it, together with `SEAMWATCH_REQUIRE_BROKER=1`, which makes
@@ -87,12 +89,11 @@ fn produce(brokers: &str, records: &[DemoRecord], topic_of: impl Fn(&str) -> Str
     producer.flush(Duration::from_secs(30)).unwrap();
 }
 
-fn start(config: &Path, outbox: &Path, brokers: &str, topics: &str) -> Child {
+fn start(config: &Path, brokers: &str, topics: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_seamwatch"))
         .args(["--config"])
         .arg(config)
-        .args(["run", "--outbox"])
-        .arg(outbox)
+        .args(["run"])
         .env("SEAMWATCH_KAFKA_BROKERS", brokers)
         .env("SEAMWATCH_KAFKA_TOPICS", topics)
         .stdout(Stdio::null())
@@ -101,16 +102,22 @@ fn start(config: &Path, outbox: &Path, brokers: &str, topics: &str) -> Child {
         .unwrap()
 }
 
+/// The finding ids of the alert notices (creates and updates) delivered.
 fn outbox_ids(path: &Path) -> (BTreeSet<String>, usize) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut ids = BTreeSet::new();
     let mut lines = 0;
     for line in text.lines() {
-        // A kill -9 may cut the last line of a batch that was never synced.
-        if let Ok(finding) = serde_json::from_str::<serde_json::Value>(line) {
+        // A kill -9 may cut the last line being written.
+        if let Ok(notice) = serde_json::from_str::<serde_json::Value>(line) {
             lines += 1;
-            if finding["kind"] != "correlation" && finding["kind"] != "unmapped_service" {
-                ids.insert(finding["id"].as_str().unwrap_or_default().to_owned());
+            let kind = &notice["finding"]["kind"];
+            if notice["type"] == "alert"
+                && notice["action"] != "close"
+                && kind != "correlation"
+                && kind != "unmapped_service"
+            {
+                ids.insert(notice["finding_id"].as_str().unwrap_or_default().to_owned());
             }
         }
     }
@@ -155,6 +162,8 @@ fn seamwatch_run_survives_kill_9_without_losing_a_finding() {
                     | seamwatch::detect::FindingKind::UnmappedService
             )
         })
+        // A resolution closes alerts instead of raising one.
+        .filter(|f| f.resolves.is_empty())
         .map(|f| f.id.clone())
         .collect();
     assert!(expected.len() > 50, "{}", expected.len());
@@ -185,15 +194,17 @@ fn seamwatch_run_survives_kill_9_without_losing_a_finding() {
     std::fs::write(
         &config,
         format!(
-            "[kafka]\ngroup_id = \"e2e-{run_id}\"\ndead_letter_topic = \"{dlq}\"\ncommit_interval = \"300ms\"\nbatch = 50\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n"
+            "[kafka]\ngroup_id = \"e2e-{run_id}\"\ndead_letter_topic = \"{dlq}\"\ncommit_interval = \"300ms\"\nbatch = 50\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n[alerts]\noutbox = {outbox_db:?}\n[[alerts.sinks]]\nname = \"file\"\ntype = \"jsonl\"\npath = {outbox:?}\n",
+            outbox_db = dir.path().join("outbox.redb"),
+            outbox = dir.path().join("alerts.jsonl"),
         ),
     )
     .unwrap();
-    let outbox = dir.path().join("outbox.jsonl");
+    let outbox = dir.path().join("alerts.jsonl");
 
     // First half, then kill -9 while it works.
     let half = records.len() / 2;
-    let mut child = start(&config, &outbox, &brokers, &topics);
+    let mut child = start(&config, &brokers, &topics);
     produce(&brokers, &records[..half], topic_of);
     let deadline = Instant::now() + Duration::from_secs(60);
     while outbox_ids(&outbox).0.len() < expected.len() / 4 && Instant::now() < deadline {
@@ -207,7 +218,7 @@ fn seamwatch_run_survives_kill_9_without_losing_a_finding() {
 
     // Second half; a new process resumes from the last commit.
     produce(&brokers, &records[half..], topic_of);
-    let mut child = start(&config, &outbox, &brokers, &topics);
+    let mut child = start(&config, &brokers, &topics);
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut got = outbox_ids(&outbox).0;
     while !expected.is_subset(&got) && Instant::now() < deadline {

@@ -4,6 +4,7 @@
 
 mod input;
 mod matrix;
+mod outbox;
 mod parse;
 mod replay;
 mod rules;
@@ -53,6 +54,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// The whole pipeline on an in-process Kafka cluster with bundled traffic.
     Demo(run::DemoArgs),
+    /// Inspect, re-drive or purge the alert outbox; deliver what waits.
+    Outbox(outbox::OutboxArgs),
     /// Test and check detection rules.
     #[command(subcommand)]
     Rules(rules::RulesCommand),
@@ -79,6 +82,7 @@ pub fn main() -> ExitCode {
         Command::Replay(args) => replay::run(args, &config),
         Command::Run(args) => run::run(args, &config),
         Command::Demo(args) => run::demo(args, &config),
+        Command::Outbox(args) => outbox::run(args, &config),
         Command::Rules(command) => rules::run(command),
         Command::Matrix(command) => matrix::run(command),
     };
