@@ -284,24 +284,47 @@ impl Webhook {
                     _ => Outcome::Permanent { error },
                 }
             }
-            // Without the URL: a Slack webhook URL is a secret.
             Err(e) => Outcome::Retry {
-                error: e.without_url().to_string(),
+                error: describe(e),
                 after: None,
             },
         }
     }
 }
 
+/// A request error with its causes (timed out, connection refused, …) but
+/// without the URL: a Slack webhook URL is a secret.
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = if e.is_timeout() {
+        "timed out".to_owned()
+    } else {
+        e.to_string()
+    };
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The longest `Retry-After` honoured; a longer one is cut to this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 /// `Retry-After`: seconds, or an HTTP date.
 pub fn retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+        return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
     }
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let ms = at.timestamp_millis() - Utc::now().timestamp_millis();
-    Some(Duration::from_millis(ms.max(0) as u64))
+    Some(Duration::from_millis(ms.max(0) as u64).min(MAX_RETRY_AFTER))
 }
 
 /// How one destination is driven.
@@ -368,6 +391,7 @@ impl SinkStats {
 
 /// The delivery tasks of every destination, on a runtime of their own.
 pub struct Dispatcher {
+    outbox: Arc<Outbox>,
     runtime: Option<tokio::runtime::Runtime>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -404,8 +428,9 @@ impl Dispatcher {
                 stop_rx.clone(),
             )));
         }
-        tasks.push(runtime.spawn(maintenance(outbox, stop_rx)));
+        tasks.push(runtime.spawn(maintenance(outbox.clone(), stop_rx)));
         Ok(Dispatcher {
+            outbox,
             runtime: Some(runtime),
             stop,
             tasks,
@@ -433,6 +458,9 @@ impl Dispatcher {
                 }
             });
             runtime.shutdown_timeout(Duration::from_millis(100));
+        }
+        if let Err(e) = self.outbox.checkpoint() {
+            tracing::error!(error = %e, "cannot make the delivery records durable");
         }
     }
 
@@ -465,6 +493,7 @@ async fn maintenance(outbox: Arc<Outbox>, mut stop: watch::Receiver<bool>) {
         n += 1;
         let outbox = outbox.clone();
         let result = tokio::task::spawn_blocking(move || {
+            outbox.checkpoint()?;
             outbox.roll_budgets(Utc::now())?;
             if n.is_multiple_of(300) {
                 outbox.expire()?;
@@ -501,6 +530,8 @@ async fn sink_loop(
         i
     });
     let mut stopping = *stop.borrow();
+    // A `Retry-After` pauses the whole destination, not just one notice.
+    let mut paused_until = 0i64;
     loop {
         if !stopping && ready.len() < LOADED / 4 {
             let (o, n) = (outbox.clone(), name.clone());
@@ -516,7 +547,7 @@ async fn sink_loop(
             }
         }
         let now = Utc::now().timestamp_millis();
-        while !stopping && inflight.len() < policy.concurrency {
+        while !stopping && now >= paused_until && inflight.len() < policy.concurrency {
             let Some(entry) = ready.first_entry() else {
                 break;
             };
@@ -547,9 +578,9 @@ async fn sink_loop(
         if stopping && inflight.is_empty() {
             return;
         }
-        let wait = ready
-            .first_key_value()
-            .map_or(1000, |((due, _), _)| (due - now).clamp(1, 1000));
+        let wait = ready.first_key_value().map_or(1000, |((due, _), _)| {
+            (due.max(&paused_until) - now).clamp(1, 1000)
+        });
         let room = inflight.len() < policy.concurrency && !stopping;
         tokio::select! {
             Some(result) = inflight.join_next(), if !inflight.is_empty() => {
@@ -559,7 +590,13 @@ async fn sink_loop(
                 }
                 for r in results {
                     match r {
-                        Ok(attempt) => handle(attempt, &policy, &stats, &name, &mut ready, &mut settle),
+                        Ok(attempt) => {
+                            if let Outcome::Retry { after: Some(after), .. } = &attempt.2 {
+                                let until = Utc::now().timestamp_millis() + after.as_millis() as i64;
+                                paused_until = paused_until.max(until);
+                            }
+                            handle(attempt, &policy, &stats, &name, &mut ready, &mut settle)
+                        }
                         Err(e) => tracing::error!(sink = %name, error = %e, "delivery task failed; the notice stays in the outbox"),
                     }
                 }

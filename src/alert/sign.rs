@@ -62,8 +62,9 @@ pub fn verify(
         .ok_or(VerifyError::Malformed)?;
     let expected = hex::decode(hex_sig).map_err(|_| VerifyError::Malformed)?;
     let ts: i64 = timestamp.parse().map_err(|_| VerifyError::BadTimestamp)?;
-    if (now - ts).abs() > tolerance {
-        return Err(VerifyError::Stale(now - ts));
+    let skew = now.saturating_sub(ts);
+    if skew.unsigned_abs() > tolerance.unsigned_abs() {
+        return Err(VerifyError::Stale(skew));
     }
     mac(secret, timestamp, body)
         .verify_slice(&expected)
@@ -98,6 +99,18 @@ mod tests {
             verify(b"s3cret", "1700000000", b"{}", "md5=00", 1700000000, 300),
             Err(VerifyError::Malformed)
         );
+        // A crafted timestamp must not overflow.
+        assert!(matches!(
+            verify(
+                b"s3cret",
+                &i64::MIN.to_string(),
+                b"{}",
+                &sig,
+                1700000000,
+                300
+            ),
+            Err(VerifyError::Stale(_))
+        ));
     }
 
     #[test]

@@ -155,6 +155,8 @@ pub struct Outbox {
     pending: Mutex<Vec<Finding>>,
     commit: Mutex<()>,
     notify: Vec<Arc<Notify>>,
+    /// Deliveries settled since the last durable commit.
+    unsynced: std::sync::atomic::AtomicBool,
     pub stats: OutboxStats,
 }
 
@@ -240,6 +242,7 @@ impl Outbox {
                 .iter()
                 .map(|_| Arc::new(Notify::new()))
                 .collect(),
+            unsynced: std::sync::atomic::AtomicBool::new(false),
             stats: OutboxStats::default(),
         };
         // Create the tables, so that readers never meet a missing one.
@@ -555,7 +558,7 @@ impl Outbox {
             };
             if now_ms >= state.window_start_ms.saturating_add(per) {
                 if state.held > 0 {
-                    self.push_digest(t, sink, &state, per)?;
+                    self.push_digest(t, sink, &state, per, None)?;
                     woken[sink] = true;
                 }
                 state = BudgetState {
@@ -600,6 +603,7 @@ impl Outbox {
         sink: usize,
         state: &BudgetState,
         per: i64,
+        at: Option<i64>,
     ) -> Result<(), StoreWriteError> {
         let name = &self.sinks[sink].name;
         let mut by_rule: Vec<DigestLine> = state
@@ -624,7 +628,7 @@ impl Outbox {
             by_rule,
             sample: state.sample.clone(),
         };
-        Self::push(t, name, Notice::Digest(digest), end)?;
+        Self::push(t, name, Notice::Digest(digest), at.unwrap_or(end))?;
         self.stats.digests.fetch_add(1, Ordering::Relaxed);
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -633,7 +637,16 @@ impl Outbox {
     /// Queues the digest of every budget window that has ended with notices
     /// held back. Returns how many were queued.
     pub fn roll_budgets(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        let now_ms = now.timestamp_millis();
+        self.roll(now.timestamp_millis(), false)
+    }
+
+    /// Queues the digest of every budget window holding notices back, ended
+    /// or not, to be sent now (before a delivery-only run exits).
+    pub fn flush_budgets(&self) -> Result<usize, StoreError> {
+        self.roll(now_ms(), true)
+    }
+
+    fn roll(&self, now_ms: i64, flush: bool) -> Result<usize, StoreError> {
         let due: Vec<usize> = {
             let rx = self.db.begin_read().map_err(|e| self.db_err(e))?;
             let table = rx.open_table(BUDGET).map_err(|e| self.db_err(e))?;
@@ -647,7 +660,8 @@ impl Outbox {
                 };
                 let state: BudgetState = self.decode(v.value())?;
                 let per = i64::try_from(budget.per.as_millis()).unwrap_or(i64::MAX);
-                if state.held > 0 && now_ms >= state.window_start_ms.saturating_add(per) {
+                if state.held > 0 && (flush || now_ms >= state.window_start_ms.saturating_add(per))
+                {
                     due.push(i);
                 }
             }
@@ -672,10 +686,11 @@ impl Outbox {
                     continue;
                 };
                 let state: BudgetState = serde_json::from_slice(&bytes)?;
-                if state.held == 0 || now_ms < state.window_start_ms.saturating_add(per) {
+                if state.held == 0 || (!flush && now_ms < state.window_start_ms.saturating_add(per))
+                {
                     continue;
                 }
-                self.push_digest(&mut t, i, &state, per)?;
+                self.push_digest(&mut t, i, &state, per, flush.then_some(now_ms))?;
                 t.budget.remove(info.name.as_str())?;
                 queued += 1;
             }
@@ -749,6 +764,7 @@ impl Outbox {
         if outcomes.is_empty() {
             return Ok(());
         }
+        self.unsynced.store(true, Ordering::Relaxed);
         self.write(redb::Durability::None, |tx| {
             let mut queue = tx.open_table(QUEUE)?;
             let mut dead = tx.open_table(DEAD)?;
@@ -766,6 +782,20 @@ impl Outbox {
                     }
                 }
             }
+            Ok(())
+        })
+    }
+
+    /// Makes the delivery records settled so far durable (the dispatcher
+    /// calls it every second and at shutdown), so that a crash re-sends at
+    /// most the last second's deliveries.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        if !self.unsynced.swap(false, Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.write(redb::Durability::Immediate, |tx| {
+            tx.open_table(META)?
+                .insert("checkpoint", now_ms().max(0) as u64)?;
             Ok(())
         })
     }
@@ -836,7 +866,15 @@ impl Outbox {
                 dead.remove((name.as_str(), *s))?;
                 Self::push(&mut t, name, d.notice.clone(), now)?;
             }
-            Ok(moved.len())
+            Ok(moved)
+        })
+        .map(|moved| {
+            for (name, _, _) in &moved {
+                if let Some(i) = self.sinks.iter().position(|s| &s.name == name) {
+                    self.notify[i].notify_one();
+                }
+            }
+            moved.len()
         })
     }
 

@@ -179,7 +179,15 @@ fn deliver(store: &Arc<Outbox>, config: &Config, until_empty: bool) -> anyhow::R
             }
             if until_empty {
                 match store.depth() {
-                    Ok(depth) if depth.values().all(|(queued, _)| *queued == 0) => break,
+                    Ok(depth) if depth.values().all(|(queued, _)| *queued == 0) => {
+                        // Nothing waits; digests of budget windows still open
+                        // would otherwise wait for the next run.
+                        match store.flush_budgets() {
+                            Ok(0) => break,
+                            Ok(_) => {}
+                            Err(e) => tracing::error!(error = %e, "cannot queue digests"),
+                        }
+                    }
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "cannot read the outbox"),
                 }
