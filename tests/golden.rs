@@ -17,7 +17,10 @@ fn fixture_files() -> Vec<PathBuf> {
         .map(|e| e.into_path())
         .filter(|p| {
             let s = p.to_string_lossy();
-            (s.ends_with(".json") || s.ends_with(".jsonl")) && !s.contains("/licenses/")
+            // fixtures/alerts holds findings and API references, not audit logs.
+            (s.ends_with(".json") || s.ends_with(".jsonl"))
+                && !s.contains("/licenses/")
+                && !s.contains("/fixtures/alerts/")
         })
         .collect();
     files.sort();
