@@ -806,3 +806,64 @@ fn outbox_deliver_killed_mid_delivery_loses_nothing() {
         rx.hits().len()
     );
 }
+
+// ---------------------------------------------------------------------------
+// A Kafka alerts topic, on librdkafka's in-process Kafka-protocol cluster
+
+#[test]
+fn a_kafka_sink_publishes_each_notice_keyed_by_its_idempotency_key() {
+    use rdkafka::ClientConfig;
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Headers;
+    use rdkafka::mocking::MockCluster;
+
+    init();
+    let cluster = MockCluster::new(1).expect("the in-process cluster starts");
+    cluster
+        .create_topic("seamwatch-alerts", 1, 1)
+        .expect("topic");
+    let dir = tempfile::tempdir().unwrap();
+    let config = parse_config(&format!(
+        "{}\n[[alerts.sinks]]\nname = \"topic\"\ntype = \"kafka\"\ntopic = \"seamwatch-alerts\"\nbrokers = \"{}\"\nformat = \"ocsf\"\n",
+        alerts_section(dir.path()),
+        cluster.bootstrap_servers()
+    ));
+    let outbox = open(&config, &[]);
+    let dispatcher = start(&config, &outbox);
+    let findings: Vec<Finding> = (0..12).map(|i| finding(&format!("kafka-{i}"))).collect();
+    outbox.append(&findings);
+    outbox.sync().unwrap();
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("group.id", "alerts-test")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["seamwatch-alerts"]).unwrap();
+    let mut got: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let deadline = Instant::now() + PATIENCE;
+    while got.len() < findings.len() && Instant::now() < deadline {
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+        let header = m
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == "idempotency-key"))
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8(v.to_vec()).unwrap());
+        assert_eq!(header.as_deref(), Some(key.as_str()));
+        let body: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        got.insert(key, body);
+    }
+    dispatcher.shutdown(Duration::from_secs(2));
+    assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), ids(&findings));
+    for body in got.values() {
+        // OCSF Detection Finding, Create.
+        assert_eq!(body["class_uid"], 2004, "{body}");
+        assert_eq!(body["activity_id"], 1, "{body}");
+    }
+    assert_eq!(queued(&outbox), 0);
+}
