@@ -15,6 +15,11 @@
 //! - [`correlate`]: patterns over several events in event time (thresholds,
 //!   sequences, absence, sessions, silence), Sigma correlations too.
 //! - [`analyze`]: detector and correlator together, what every source feeds.
+//! - [`alert`]: the durable outbox (dedup, suppression, routes, budgets) and
+//!   delivery to webhooks (JSON, OCSF, Slack, PagerDuty, templates), Kafka
+//!   and JSON Lines, with retries, signatures and dead letters.
+//! - [`pipeline`]: the Kafka consumer that feeds the analyzer and commits
+//!   offsets only after the outbox has the findings.
 //! - [`config`]: the configuration file, validated in two steps.
 //! - [`synth`]: reproducible synthetic CloudTrail traffic (tests, benchmarks).
 //! - [`cli`]: the command-line interface (`seamwatch parse`, …).

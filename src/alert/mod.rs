@@ -12,7 +12,7 @@
 //!   closed, or a digest of what an alert budget held back).
 //! - [`format`]: a notice rendered for one destination's API.
 //!
-//! A finding is durable once [`Outbox::sync`] returns; only then may the
+//! A finding is durable once [`store::Outbox::sync`] returns; only then may the
 //! pipeline commit the offsets it came from. Delivery is at least once, and
 //! every request carries an idempotency key so receivers can drop repeats.
 
