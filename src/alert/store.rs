@@ -437,20 +437,32 @@ impl Outbox {
             self.stats.suppressed.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
+        self.announce(t, state, action, f, now_ms, woken)
+    }
+
+    /// Queues the notice of `action` on `state` (caused by finding `cause`)
+    /// for every destination its routes name.
+    fn announce(
+        &self,
+        t: &mut Tables<'_>,
+        state: AlertState,
+        action: Action,
+        cause: &Finding,
+        now_ms: i64,
+        woken: &mut [bool],
+    ) -> Result<(), StoreWriteError> {
+        let destinations = self.router.destinations(&state.finding);
         let notice = Notice::Alert(AlertNotice {
             action,
-            alert_id: state.alert_id.clone(),
-            finding_id: f.id.clone(),
+            alert_id: state.alert_id,
+            finding_id: cause.id.clone(),
             occurrences: state.occurrences,
             first_seen: Some(time(state.first_seen_ms)),
             last_seen: Some(time(state.last_seen_ms)),
-            closed_by: None,
+            closed_by: (action == Action::Close).then(|| cause.rule_id.clone()),
             finding: state.finding,
         });
-        let Notice::Alert(a) = &notice else {
-            unreachable!()
-        };
-        for sink in self.router.destinations(&a.finding) {
+        for sink in destinations {
             self.enqueue(t, sink, &notice, now_ms, woken)?;
         }
         Ok(())
@@ -497,22 +509,7 @@ impl Outbox {
             if state.suppressed.is_some() {
                 continue;
             }
-            let notice = Notice::Alert(AlertNotice {
-                action: Action::Close,
-                alert_id: state.alert_id.clone(),
-                finding_id: f.id.clone(),
-                occurrences: state.occurrences,
-                first_seen: Some(time(state.first_seen_ms)),
-                last_seen: Some(time(state.last_seen_ms)),
-                closed_by: Some(f.rule_id.clone()),
-                finding: state.finding,
-            });
-            let Notice::Alert(a) = &notice else {
-                unreachable!()
-            };
-            for sink in self.router.destinations(&a.finding) {
-                self.enqueue(t, sink, &notice, now_ms, woken)?;
-            }
+            self.announce(t, state, Action::Close, f, now_ms, woken)?;
         }
         Ok(())
     }
