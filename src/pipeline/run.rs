@@ -497,6 +497,16 @@ pub async fn run(
         let _ = handle.join();
     }
     consumer.unsubscribe();
+    // librdkafka can hang for good in close() when the consumer still holds
+    // an assignment, or a rebalance is pending, as it closes (its issue
+    // 4884): let the revoke that unsubscribe starts run its course while
+    // the consumer is still polled, then drop it with nothing assigned.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline
+        && consumer.assignment().is_ok_and(|a| a.count() > 0)
+    {
+        let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+    }
     if let Some(failure) = shared
         .failure
         .lock()
