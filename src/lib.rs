@@ -36,5 +36,6 @@ pub mod detect;
 pub mod event;
 pub mod matrix;
 pub mod pipeline;
+pub mod replay;
 pub mod synth;
 pub mod util;

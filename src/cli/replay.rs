@@ -1,14 +1,18 @@
-//! `seamwatch replay FILES`: read archived audit logs, run them through the
-//! same analyzer (detector and correlator) as the live pipeline, and print
-//! findings as JSON Lines, with a summary on stderr. The whole replay is one
-//! correlation stream; at the end it is flushed up to the last event time. (The replay issue adds archive layouts, S3 and
-//! LookupEvents sources, event-time ordering and reports.)
+//! `seamwatch replay FILES|DIRS`: read archived audit logs (plain files and
+//! the native archive layouts of the three clouds, pruned by the dates in
+//! their paths), run them in event-time order through the same analyzer
+//! (detector and correlator) as the live pipeline, and print findings as
+//! JSON Lines, with progress and a summary on stderr. The whole replay is one
+//! correlation stream, flushed at the end up to the last event time.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
 
 use anyhow::Context;
 use clap::Args;
@@ -21,8 +25,9 @@ use crate::correlate::Stream;
 use crate::detect::Finding;
 use crate::detect::finding::SourceRef;
 use crate::detect::loader::{LoadReport, load_builtin_report, load_path};
-use crate::event::{DecodeStats, Decoded, Decoder};
+use crate::event::{Cloud, DecodeStats, Decoded, Decoder};
 use crate::matrix::Matrix;
+use crate::replay::Filter;
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
@@ -44,6 +49,51 @@ pub struct ReplayArgs {
     /// Print the summary only.
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Only events at or after this time (RFC 3339, or a date: 2024-08-01).
+    /// Files whose path dates fall before it are not opened.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub since: Option<DateTime<Utc>>,
+
+    /// Only events before this time (RFC 3339, or a date).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub until: Option<DateTime<Utc>>,
+
+    /// Only this account, subscription or project; repeatable.
+    #[arg(long = "account", value_name = "ID")]
+    pub accounts: Vec<String>,
+
+    /// Only this region; repeatable.
+    #[arg(long = "region", value_name = "REGION")]
+    pub regions: Vec<String>,
+
+    /// Only this cloud (aws, azure, gcp); repeatable.
+    #[arg(long = "cloud", value_name = "CLOUD", value_parser = parse_cloud)]
+    pub clouds: Vec<Cloud>,
+
+    /// Decoding threads [default: one per core].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| format!("{text:?} is neither RFC 3339 nor YYYY-MM-DD"))
+}
+
+fn parse_cloud(text: &str) -> Result<Cloud, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "aws" => Ok(Cloud::Aws),
+        "azure" => Ok(Cloud::Azure),
+        "gcp" => Ok(Cloud::Gcp),
+        _ => Err(format!("{text:?}: expected aws, azure or gcp")),
+    }
 }
 
 /// Built-in pack plus extra paths, rules and correlations; rejected rules
@@ -99,65 +149,198 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let mut stream = Stream::new();
     let mut scratch = Scratch::default();
     let decoder = Decoder::new(config.input.format, config.limits);
+    let filter = Filter {
+        since: args.since,
+        until: args.until,
+        accounts: args.accounts.clone(),
+        regions: args.regions.clone(),
+        clouds: args.clouds.clone(),
+    };
+    if args.inputs.is_empty() || args.inputs.iter().any(|p| p.as_os_str() == "-") {
+        return replay_stdin(&args, &analyzer, &decoder, &filter);
+    }
     let files = expand_inputs(&args.inputs)?;
+    let plan = crate::replay::plan(&files, &filter);
+    if plan.digests_skipped + plan.pruned > 0 {
+        eprintln!(
+            "replay: {} files to read ({:.1} MB); {} pruned by date, account, region or cloud; {} CloudTrail digest files skipped",
+            plan.files.len(),
+            plan.bytes as f64 / 1e6,
+            plan.pruned,
+            plan.digests_skipped
+        );
+    }
+    let names: Vec<String> = plan
+        .files
+        .iter()
+        .map(|f| f.path.display().to_string())
+        .collect();
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let show_progress = io::stderr().is_terminal();
+    let started = Instant::now();
 
     let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
-    let mut stats = DecodeStats::default();
-    let mut by_rule: BTreeMap<String, u64> = BTreeMap::new();
-    let mut by_severity: BTreeMap<String, u64> = BTreeMap::new();
+    let mut summary = Summary::default();
     let mut findings = Vec::new();
     let mut write_error = None;
-    let mut report = |findings: &mut Vec<Finding>, out: &mut BufWriter<_>| -> io::Result<()> {
+    let read = crate::replay::read_ordered(
+        &plan,
+        &decoder,
+        &filter,
+        threads,
+        |e| {
+            let source = SourceRef::File {
+                path: &names[e.file],
+                line: e.line,
+                index: e.index,
+            };
+            analyzer.process(&e.event, source, &mut stream, &mut scratch, &mut findings);
+            if let Err(err) = summary.report(&mut findings, &mut out, args.quiet)
+                && write_error.is_none()
+            {
+                write_error = Some(err);
+            }
+        },
+        |file, reason| tracing::debug!(file = %names[file], reason = reason.as_str(), "record rejected"),
+        |stats| {
+            if show_progress {
+                let secs = started.elapsed().as_secs_f64().max(1e-9);
+                let done = stats.bytes as f64 / plan.bytes.max(1) as f64;
+                let eta = if done > 0.0 { secs / done - secs } else { 0.0 };
+                eprint!(
+                    "\r  {}/{} files, {:.1}/{:.1} MB, {:.0} events/s, ETA {:.0} s   ",
+                    stats.files,
+                    plan.files.len(),
+                    stats.bytes as f64 / 1e6,
+                    plan.bytes as f64 / 1e6,
+                    stats.decode.events as f64 / secs,
+                    eta.max(0.0)
+                );
+            }
+        },
+    )?;
+    if show_progress {
+        eprintln!();
+    }
+    if let Some(e) = write_error.take() {
+        return Err(e).context("writing findings");
+    }
+    analyzer.finish(&mut stream, &mut findings);
+    summary
+        .report(&mut findings, &mut out, args.quiet)
+        .context("writing findings")?;
+    out.flush().context("writing findings")?;
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    eprintln!(
+        "replayed {} events from {} file(s) ({} rejected, {} filtered out) in {:.2} s: {:.0} events/s, {:.1} MB/s; {} findings",
+        read.decode.events - read.filtered,
+        read.files,
+        read.decode.total_errors(),
+        read.filtered,
+        secs,
+        (read.decode.events - read.filtered) as f64 / secs,
+        read.bytes as f64 / 1e6 / secs,
+        summary.total()
+    );
+    summary.print(&analyzer);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Findings counted by rule and severity, and written unless quiet.
+#[derive(Default)]
+struct Summary {
+    by_rule: BTreeMap<String, u64>,
+    by_severity: BTreeMap<String, u64>,
+}
+
+impl Summary {
+    fn report(
+        &mut self,
+        findings: &mut Vec<Finding>,
+        out: &mut impl Write,
+        quiet: bool,
+    ) -> io::Result<()> {
         for finding in findings.drain(..) {
-            *by_rule.entry(finding.rule_id.clone()).or_default() += 1;
-            *by_severity.entry(finding.severity.to_string()).or_default() += 1;
-            if !args.quiet {
+            *self.by_rule.entry(finding.rule_id.clone()).or_default() += 1;
+            *self
+                .by_severity
+                .entry(finding.severity.to_string())
+                .or_default() += 1;
+            if !quiet {
                 write_json_line(out, &finding)?;
             }
         }
         Ok(())
-    };
-    for file in &files {
-        let (name, bytes) = read_input(file)?;
-        decoder.decode(&bytes, &mut |decoded: Decoded<'_>| {
-            stats.record(&decoded);
-            let Ok(event) = decoded.result else { return };
-            let source = SourceRef::File {
-                path: &name,
-                line: decoded.location.line,
-                index: decoded.location.index,
-            };
-            analyzer.process(&event, source, &mut stream, &mut scratch, &mut findings);
-            if let Err(e) = report(&mut findings, &mut out)
-                && write_error.is_none()
-            {
-                write_error = Some(e);
-            }
-        });
-        if let Some(e) = write_error.take() {
-            return Err(e).context("writing findings");
+    }
+
+    fn total(&self) -> u64 {
+        self.by_rule.values().sum()
+    }
+
+    fn print(&self, analyzer: &Analyzer) {
+        let c = analyzer.correlator().stats();
+        eprintln!(
+            "  correlation: {} observations, {} fired, {} late beyond the allowed lateness, {} without a group, {} groups evicted, {} still open",
+            c.observations, c.fired, c.late, c.ungrouped, c.evicted, c.keys
+        );
+        for (severity, n) in self.by_severity.iter().rev() {
+            eprintln!("  {severity:<9} {n}");
+        }
+        for (rule, n) in &self.by_rule {
+            eprintln!("  {n:>6}  {rule}");
         }
     }
+}
+
+/// Standard input: one payload, in the order it comes.
+fn replay_stdin(
+    args: &ReplayArgs,
+    analyzer: &Analyzer,
+    decoder: &Decoder,
+    filter: &Filter,
+) -> anyhow::Result<ExitCode> {
+    let mut stream = Stream::new();
+    let mut scratch = Scratch::default();
+    let (name, bytes) = read_input(std::path::Path::new("-"))?;
+    let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    let mut stats = DecodeStats::default();
+    let mut summary = Summary::default();
+    let mut findings = Vec::new();
+    let mut write_error = None;
+    decoder.decode(&bytes, &mut |decoded: Decoded<'_>| {
+        stats.record(&decoded);
+        let Ok(event) = decoded.result else { return };
+        if !filter.keeps_event(&event) {
+            return;
+        }
+        let source = SourceRef::File {
+            path: &name,
+            line: decoded.location.line,
+            index: decoded.location.index,
+        };
+        analyzer.process(&event, source, &mut stream, &mut scratch, &mut findings);
+        if let Err(e) = summary.report(&mut findings, &mut out, args.quiet)
+            && write_error.is_none()
+        {
+            write_error = Some(e);
+        }
+    });
+    if let Some(e) = write_error.take() {
+        return Err(e).context("writing findings");
+    }
     analyzer.finish(&mut stream, &mut findings);
-    report(&mut findings, &mut out).context("writing findings")?;
+    summary
+        .report(&mut findings, &mut out, args.quiet)
+        .context("writing findings")?;
     out.flush().context("writing findings")?;
-    let total: u64 = by_rule.values().sum();
     eprintln!(
-        "replayed {} events from {} input(s) ({} rejected): {total} findings",
+        "replayed {} events from 1 input(s) ({} rejected): {} findings",
         stats.events,
-        files.len(),
-        stats.total_errors()
+        stats.total_errors(),
+        summary.total()
     );
-    let c = analyzer.correlator().stats();
-    eprintln!(
-        "  correlation: {} observations, {} fired, {} late beyond the allowed lateness, {} without a group, {} groups evicted, {} still open",
-        c.observations, c.fired, c.late, c.ungrouped, c.evicted, c.keys
-    );
-    for (severity, n) in by_severity.iter().rev() {
-        eprintln!("  {severity:<9} {n}");
-    }
-    for (rule, n) in &by_rule {
-        eprintln!("  {n:>6}  {rule}");
-    }
+    summary.print(analyzer);
     Ok(ExitCode::SUCCESS)
 }
