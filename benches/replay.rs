@@ -1,0 +1,139 @@
+//! Replay of a gzipped CloudTrail archive in the S3 layout, end to end:
+//! generate N synthetic CloudTrail events (seeded, ~1.2 KB each) into
+//! `AWSLogs/<account>/CloudTrail/<region>/<y>/<m>/<d>/…json.gz` files of 5
+//! minutes each, then plan, read on all cores, order by event time and run
+//! the built-in pack (detection and correlation) on them. Prints events/s,
+//! MB/s (compressed and uncompressed) and the peak RSS.
+//!
+//! `cargo bench --bench replay` (N = 500 000; `SEAMWATCH_BENCH_EVENTS`
+//! changes it; the archive is generated once per run in a temp folder).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{TimeZone, Utc};
+use seamwatch::analyze::{Analyzer, Scratch};
+use seamwatch::correlate::{CorrelationConfig, Stream};
+use seamwatch::detect::SourceRef;
+use seamwatch::detect::loader::load_builtin_report;
+use seamwatch::event::Decoder;
+use seamwatch::matrix::Matrix;
+use seamwatch::replay::{Filter, plan, read_ordered};
+use seamwatch::synth::{Generator, SynthConfig};
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn main() {
+    let n: usize = std::env::var("SEAMWATCH_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut generator = Generator::new(SynthConfig {
+        principals: 20_000,
+        accounts: 20,
+        mean_gap_ms: 20,
+        ..SynthConfig::default()
+    });
+    let started = Instant::now();
+    let mut files: BTreeMap<(String, i64), Vec<String>> = BTreeMap::new();
+    let mut raw_bytes = 0u64;
+    for _ in 0..n {
+        let e = generator.next_event();
+        raw_bytes += e.json.len() as u64;
+        let delivery = e.time_ms.div_euclid(300_000) * 300_000 + 300_000;
+        files.entry((e.account, delivery)).or_default().push(e.json);
+    }
+    let mut gz_bytes = 0u64;
+    for ((account, delivery), events) in &files {
+        let at = Utc.timestamp_millis_opt(*delivery).unwrap();
+        let path = dir.path().join(format!(
+            "AWSLogs/{account}/CloudTrail/us-east-1/{}/{account}_CloudTrail_us-east-1_{}_bench.json.gz",
+            at.format("%Y/%m/%d"),
+            at.format("%Y%m%dT%H%MZ")
+        ));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut body = String::from("{\"Records\":[");
+        body.push_str(&events.join(","));
+        body.push_str("]}");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(body.as_bytes()).unwrap();
+        let gz = enc.finish().unwrap();
+        gz_bytes += gz.len() as u64;
+        std::fs::write(&path, gz).unwrap();
+    }
+    eprintln!(
+        "generated {n} events in {} files ({:.0} MB JSON, {:.0} MB gzipped) in {:.1} s",
+        files.len(),
+        raw_bytes as f64 / 1e6,
+        gz_bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    drop(files);
+
+    let analyzer = Analyzer::build(
+        load_builtin_report().unwrap(),
+        Arc::new(Matrix::builtin()),
+        CorrelationConfig::default(),
+    )
+    .0;
+    let paths: Vec<_> = walkdir::WalkDir::new(dir.path())
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let started = Instant::now();
+    let filter = Filter::default();
+    let plan = plan(&paths, &filter);
+    let mut stream = Stream::new();
+    let mut scratch = Scratch::default();
+    let mut findings = Vec::new();
+    let mut found = 0usize;
+    let stats = read_ordered(
+        &plan,
+        &Decoder::default(),
+        &filter,
+        threads,
+        |e| {
+            analyzer.process(
+                &e.event,
+                SourceRef::Unknown,
+                &mut stream,
+                &mut scratch,
+                &mut findings,
+            );
+            found += findings.len();
+            findings.clear();
+        },
+        |_, _| {},
+        |_| {},
+    )
+    .unwrap();
+    analyzer.finish(&mut stream, &mut findings);
+    found += findings.len();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "replay: {} events, {} findings in {:.2} s on {threads} threads: {:.0} events/s, {:.1} MB/s gzipped, {:.1} MB/s JSON; peak RSS {:.0} MB",
+        stats.decode.events,
+        found,
+        secs,
+        stats.decode.events as f64 / secs,
+        gz_bytes as f64 / 1e6 / secs,
+        raw_bytes as f64 / 1e6 / secs,
+        peak_rss_mb()
+    );
+}
