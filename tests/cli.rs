@@ -323,3 +323,62 @@ fn replay_prints_findings_for_an_attack() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("findings"));
 }
+
+#[test]
+fn replay_compare_prints_the_findings_two_rule_sets_disagree_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = |id: &str, operation: &str| {
+        format!(
+            "rules:\n  - id: {id}\n    title: {id}\n    description: test rule\n    severity: low\n    cloud: aws\n    domain: logging\n    match: {{operation: {operation}}}\n"
+        )
+    };
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(a.join("r.yaml"), rule("test.only_a", "StopLogging")).unwrap();
+    std::fs::write(
+        b.join("r.yaml"),
+        rule("test.only_b", "AuthorizeSecurityGroupIngress"),
+    )
+    .unwrap();
+    let out = seamwatch()
+        .args(["replay", "--compare"])
+        .arg(&a)
+        .arg(&b)
+        .arg(fixtures().join("aws/cloudtrail-records.jsonl"))
+        .output()
+        .unwrap();
+    // They differ: status 1, and only the two test rules are listed.
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let lines = stdout_lines(&out);
+    let sides: std::collections::BTreeSet<(String, String)> = lines
+        .iter()
+        .map(|f| {
+            (
+                f["rule_id"].as_str().unwrap().to_owned(),
+                f["only_in"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sides,
+        std::collections::BTreeSet::from([
+            ("test.only_a".to_owned(), "a".to_owned()),
+            ("test.only_b".to_owned(), "b".to_owned())
+        ]),
+        "{lines:?}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("2 rules differ"), "{stderr}");
+
+    // The same set twice: no difference, status 0.
+    let out = seamwatch()
+        .args(["replay", "--compare"])
+        .arg(&a)
+        .arg(&a)
+        .arg(fixtures().join("aws/cloudtrail-records.jsonl"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout_lines(&out).is_empty());
+}

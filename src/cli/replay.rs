@@ -74,6 +74,12 @@ pub struct ReplayArgs {
     /// Decoding threads [default: one per core].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+
+    /// Replay the inputs through two rule sets (each added to the built-in
+    /// pack and --rules) and print the findings that differ, as JSON Lines
+    /// with `"only_in": "a"` or `"b"`; exit status 1 when they differ.
+    #[arg(long, num_args = 2, value_names = ["RULES_A", "RULES_B"])]
+    pub compare: Vec<PathBuf>,
 }
 
 fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
@@ -161,6 +167,9 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
     }
     let files = expand_inputs(&args.inputs)?;
     let plan = crate::replay::plan(&files, &filter);
+    if let [a, b] = args.compare.as_slice() {
+        return compare(&args, config, &plan, &decoder, &filter, [a, b]);
+    }
     if plan.digests_skipped + plan.pruned > 0 {
         eprintln!(
             "replay: {} files to read ({:.1} MB); {} pruned by date, account, region or cloud; {} CloudTrail digest files skipped",
@@ -246,6 +255,107 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
     );
     summary.print(&analyzer);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--compare A B`: one read of the archive, two analyzers.
+fn compare(
+    args: &ReplayArgs,
+    config: &Config,
+    plan: &crate::replay::Plan,
+    decoder: &Decoder,
+    filter: &Filter,
+    sets: [&PathBuf; 2],
+) -> anyhow::Result<ExitCode> {
+    let mut sides = Vec::new();
+    for set in sets {
+        let mut rules = args.rules.clone();
+        rules.push(set.clone());
+        let matrix = load_matrix(args.matrix.as_ref())?;
+        let analyzer = build_analyzer(&rules, !args.no_builtin, matrix, config)?;
+        sides.push((
+            analyzer,
+            Stream::new(),
+            Scratch::default(),
+            Vec::<Finding>::new(),
+        ));
+    }
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let names: Vec<String> = plan
+        .files
+        .iter()
+        .map(|f| f.path.display().to_string())
+        .collect();
+    let read = crate::replay::read_ordered(
+        plan,
+        decoder,
+        filter,
+        threads,
+        |e| {
+            let source = SourceRef::File {
+                path: &names[e.file],
+                line: e.line,
+                index: e.index,
+            };
+            for (analyzer, stream, scratch, found) in sides.iter_mut() {
+                analyzer.process(&e.event, source, stream, scratch, found);
+            }
+        },
+        |_, _| {},
+        |_| {},
+    )?;
+    let mut found: Vec<BTreeMap<String, Finding>> = Vec::new();
+    for (analyzer, mut stream, _, mut list) in sides {
+        analyzer.finish(&mut stream, &mut list);
+        found.push(list.into_iter().map(|f| (f.id.clone(), f)).collect());
+    }
+    let mut out = BufWriter::new(io::stdout().lock());
+    // rule → (in a, in b, only in a, only in b)
+    let mut by_rule: BTreeMap<String, [u64; 4]> = BTreeMap::new();
+    for (side, (this, other)) in [(&found[0], &found[1]), (&found[1], &found[0])]
+        .into_iter()
+        .enumerate()
+    {
+        for (id, finding) in this {
+            let counts = by_rule.entry(finding.rule_id.clone()).or_default();
+            counts[side] += 1;
+            if other.contains_key(id) {
+                continue;
+            }
+            counts[2 + side] += 1;
+            if !args.quiet {
+                let mut value = serde_json::to_value(finding).context("encoding a finding")?;
+                value["only_in"] = serde_json::Value::from(["a", "b"][side]);
+                write_json_line(&mut out, &value).context("writing findings")?;
+            }
+        }
+    }
+    out.flush().context("writing findings")?;
+    let differing: Vec<_> = by_rule.iter().filter(|(_, c)| c[2] + c[3] > 0).collect();
+    eprintln!(
+        "compared {} events: {} findings with {}, {} with {}; {} rules differ",
+        read.decode.events - read.filtered,
+        found[0].len(),
+        sets[0].display(),
+        found[1].len(),
+        sets[1].display(),
+        differing.len()
+    );
+    if !differing.is_empty() {
+        eprintln!(
+            "  {:>7} {:>7} {:>7} {:>7}  rule",
+            "a", "b", "only a", "only b"
+        );
+        for (rule, c) in &differing {
+            eprintln!("  {:>7} {:>7} {:>7} {:>7}  {rule}", c[0], c[1], c[2], c[3]);
+        }
+    }
+    Ok(if differing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Findings counted by rule and severity, and written unless quiet.
