@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
-use seamwatch::analyze::{Analyzer, Scratch};
+use seamwatch::analyze::Analyzer;
 use seamwatch::correlate::{CorrelationConfig, Stream};
 use seamwatch::detect::SourceRef;
 use seamwatch::detect::loader::load_builtin_report;
 use seamwatch::event::Decoder;
 use seamwatch::matrix::Matrix;
-use seamwatch::replay::{Filter, plan, read_ordered};
+use seamwatch::replay::{Filter, ReadOptions, plan, read_ordered};
 use seamwatch::synth::{Generator, SynthConfig};
 
 fn peak_rss_mb() -> f64 {
@@ -100,24 +100,30 @@ fn main() {
     let filter = Filter::default();
     let plan = plan(&paths, &filter);
     let mut stream = Stream::new();
-    let mut scratch = Scratch::default();
     let mut findings = Vec::new();
     let mut found = 0usize;
+    let options = ReadOptions {
+        decoder: Decoder::default(),
+        filter: &filter,
+        threads,
+    };
     let stats = read_ordered(
         &plan,
-        &Decoder::default(),
-        &filter,
-        threads,
+        &options,
         |e| {
-            analyzer.process(
-                &e.event,
-                SourceRef::Unknown,
+            let (mut found, mut matched) = (Vec::new(), Vec::new());
+            analyzer.detect(&e.event, SourceRef::Unknown, &mut found, &mut matched);
+            (found, matched)
+        },
+        |e, (mut out, matched)| {
+            analyzer.correlate(
                 &mut stream,
-                &mut scratch,
-                &mut findings,
+                &e.event,
+                &matched,
+                SourceRef::Unknown,
+                &mut out,
             );
-            found += findings.len();
-            findings.clear();
+            found += out.len();
         },
         |_, _| {},
         |_| {},

@@ -78,6 +78,34 @@ impl Analyzer {
             .observe(stream, event, &scratch.matched, source, out);
     }
 
+    /// The first half of [`Analyzer::process`], which needs no order and no
+    /// stream: single-event findings into `out`, and the indices of every
+    /// rule that matched into `matched` (cleared first), for
+    /// [`Analyzer::correlate`].
+    pub fn detect(
+        &self,
+        event: &AuditEvent<'_>,
+        source: SourceRef<'_>,
+        out: &mut Vec<Finding>,
+        matched: &mut Vec<u32>,
+    ) {
+        matched.clear();
+        self.detector.detect_matched(event, source, out, matched);
+    }
+
+    /// The second half of [`Analyzer::process`], in event-time order on one
+    /// stream: what the event's matches do to the correlations.
+    pub fn correlate(
+        &self,
+        stream: &mut Stream,
+        event: &AuditEvent<'_>,
+        matched: &[u32],
+        source: SourceRef<'_>,
+        out: &mut Vec<Finding>,
+    ) {
+        self.correlator.observe(stream, event, matched, source, out);
+    }
+
     /// End of a finite input: releases what the stream still holds.
     pub fn finish(&self, stream: &mut Stream, out: &mut Vec<Finding>) {
         self.correlator.flush(stream, out);

@@ -29,7 +29,7 @@ use seamwatch::matrix::Matrix;
 use seamwatch::pipeline::demo::{
     AZURE_TOPIC, CLOUDTRAIL_TOPIC, DemoRecord, GCP_TOPIC, demo_records,
 };
-use seamwatch::replay::{Filter, plan, read_ordered};
+use seamwatch::replay::{Filter, ReadOptions, plan, read_ordered};
 
 fn analyzer() -> Analyzer {
     Analyzer::build(
@@ -177,29 +177,46 @@ fn replay_ids(root: &Path, filter: &Filter) -> (BTreeSet<String>, u64, usize, us
     let plan = plan(&files(root), filter);
     let (skipped, pruned) = (plan.digests_skipped, plan.pruned);
     let mut stream = Stream::new();
-    let mut scratch = Scratch::default();
     let mut findings = Vec::new();
     let mut events = 0u64;
+    let options = ReadOptions {
+        decoder: Decoder::default(),
+        filter,
+        threads: 2,
+    };
     read_ordered(
         &plan,
-        &Decoder::default(),
-        filter,
-        2,
+        &options,
+        // As `seamwatch replay` does: detection on the decoding threads,
+        // correlation in order.
         |e| {
+            let (mut found, mut matched) = (Vec::new(), Vec::new());
+            analyzer.detect(&e.event, SourceRef::Unknown, &mut found, &mut matched);
+            (found, matched)
+        },
+        |e, (mut found, matched)| {
             events += 1;
-            analyzer.process(
-                &e.event,
-                SourceRef::Unknown,
+            analyzer.correlate(
                 &mut stream,
-                &mut scratch,
-                &mut findings,
-            )
+                &e.event,
+                &matched,
+                SourceRef::Unknown,
+                &mut found,
+            );
+            findings.append(&mut found);
         },
         |_, _| {},
         |_| {},
     )
     .unwrap();
     analyzer.finish(&mut stream, &mut findings);
+    // In order means in order: nothing reached the correlator later than
+    // its allowed lateness, across files and across hours.
+    assert_eq!(
+        analyzer.correlator().stats().late,
+        0,
+        "late events in replay"
+    );
     (
         findings.into_iter().map(|f| f.id).collect(),
         events,

@@ -27,7 +27,7 @@ use crate::detect::finding::SourceRef;
 use crate::detect::loader::{LoadReport, load_builtin_report, load_path};
 use crate::event::{Cloud, DecodeStats, Decoded, Decoder};
 use crate::matrix::Matrix;
-use crate::replay::Filter;
+use crate::replay::{Filter, ReadOptions};
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
@@ -153,7 +153,6 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let matrix = load_matrix(args.matrix.as_ref())?;
     let analyzer = build_analyzer(&args.rules, !args.no_builtin, matrix, config)?;
     let mut stream = Stream::new();
-    let mut scratch = Scratch::default();
     let decoder = Decoder::new(config.input.format, config.limits);
     let filter = Filter {
         since: args.since,
@@ -194,19 +193,29 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let mut summary = Summary::default();
     let mut findings = Vec::new();
     let mut write_error = None;
+    let options = ReadOptions {
+        decoder,
+        filter: &filter,
+        threads,
+    };
     let read = crate::replay::read_ordered(
         &plan,
-        &decoder,
-        &filter,
-        threads,
+        &options,
+        // Detection needs no order: it runs on the decoding threads.
         |e| {
-            let source = SourceRef::File {
-                path: &names[e.file],
-                line: e.line,
-                index: e.index,
-            };
-            analyzer.process(&e.event, source, &mut stream, &mut scratch, &mut findings);
-            if let Err(err) = summary.report(&mut findings, &mut out, args.quiet)
+            let (mut found, mut matched) = (Vec::new(), Vec::new());
+            analyzer.detect(&e.event, source_of(&names, e), &mut found, &mut matched);
+            (found, matched)
+        },
+        |e, (mut found, matched)| {
+            analyzer.correlate(
+                &mut stream,
+                &e.event,
+                &matched,
+                source_of(&names, e),
+                &mut found,
+            );
+            if let Err(err) = summary.report(&mut found, &mut out, args.quiet)
                 && write_error.is_none()
             {
                 write_error = Some(err);
@@ -257,6 +266,15 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Where an event of a replay came from, for its findings' evidence.
+fn source_of<'a>(names: &'a [String], e: &crate::replay::ReplayEvent) -> SourceRef<'a> {
+    SourceRef::File {
+        path: &names[e.file],
+        line: e.line,
+        index: e.index,
+    }
+}
+
 /// `--compare A B`: one read of the archive, two analyzers.
 fn compare(
     args: &ReplayArgs,
@@ -287,19 +305,18 @@ fn compare(
         .iter()
         .map(|f| f.path.display().to_string())
         .collect();
-    let read = crate::replay::read_ordered(
-        plan,
-        decoder,
+    let options = ReadOptions {
+        decoder: *decoder,
         filter,
         threads,
-        |e| {
-            let source = SourceRef::File {
-                path: &names[e.file],
-                line: e.line,
-                index: e.index,
-            };
+    };
+    let read = crate::replay::read_ordered(
+        plan,
+        &options,
+        |_| (),
+        |e, ()| {
             for (analyzer, stream, scratch, found) in sides.iter_mut() {
-                analyzer.process(&e.event, source, stream, scratch, found);
+                analyzer.process(&e.event, source_of(&names, e), stream, scratch, found);
             }
         },
         |_, _| {},

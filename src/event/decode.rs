@@ -863,21 +863,28 @@ fn check_depth(bytes: &[u8], max_depth: usize) -> Result<(), Rejection> {
         return Ok(());
     }
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in bytes {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
         match b {
-            b'"' => in_string = true,
+            // Most of a document is strings: jump through them.
+            b'"' => {
+                i += 1;
+                loop {
+                    let Some(k) = bytes
+                        .get(i..)
+                        .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+                    else {
+                        return Ok(());
+                    };
+                    if bytes[i + k] == b'\\' {
+                        i += k + 2;
+                    } else {
+                        i += k + 1;
+                        break;
+                    }
+                }
+                continue;
+            }
             b'{' | b'[' => {
                 depth += 1;
                 if depth > max_depth {
@@ -890,6 +897,7 @@ fn check_depth(bytes: &[u8], max_depth: usize) -> Result<(), Rejection> {
             b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     Ok(())
 }

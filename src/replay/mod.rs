@@ -3,14 +3,16 @@
 //! them in event-time order ([`read_ordered`]) with decompression and
 //! parsing on every core.
 //!
-//! Files are grouped into buckets by the hour their path says they cover
-//! (files without a date form one bucket, read first). Buckets are read in
-//! time order; inside a bucket every file is decoded in parallel and the
-//! events are merged by event time (stable: ties keep file and record
-//! order), so the correlator sees them as the live pipeline would after its
-//! reorder buffer. Events of a bucket that straddle the next one (CloudTrail
-//! files hold events up to ~15 minutes older than their delivery) are within
-//! the correlator's allowed lateness and still land in order.
+//! Files are grouped into buckets by the hour in which the period their
+//! path says they cover starts (files without a date form one bucket, read
+//! first). Buckets are decoded in time order, one ahead of the one being
+//! consumed, each file on its own thread; a bucket's events are sorted by
+//! event time (stable: ties keep file and record order) and merged with the
+//! events held back from the bucket before. Events at or after the earliest
+//! start of the next bucket's files are held back for it, so hours that
+//! overlap in event time (CloudTrail files hold events up to ~15 minutes
+//! older than their delivery) still reach the correlator in order: the same
+//! order the live pipeline's reorder buffer restores.
 
 pub mod layout;
 
@@ -130,7 +132,7 @@ pub struct ReadStats {
 
 /// One file's outcome: its position in the bucket, its events, its decode
 /// counts, events filtered out, bytes read.
-type FileResult = (usize, Vec<ReplayEvent>, DecodeStats, u64, u64);
+type FileResult<T> = (usize, Vec<(ReplayEvent, T)>, DecodeStats, u64, u64);
 
 fn bucket_of(f: &ArchiveFile) -> i64 {
     f.period.map_or(i64::MIN, |(start, _)| {
@@ -146,12 +148,15 @@ fn bucket_of(f: &ArchiveFile) -> i64 {
 /// `progress` is called after each bucket with the stats so far. A file
 /// that cannot be read is an error; a record that does not parse is counted
 /// (and given to `rejected` with its file) and the rest go on.
-pub fn read_ordered(
+///
+/// `prepare` runs on the decoding threads, once per kept event, for work
+/// that needs no order (detection); its result reaches `sink` with the
+/// event. The next hour is decoded while `sink` works through this one.
+pub fn read_ordered<T: Send>(
     plan: &Plan,
-    decoder: &Decoder,
-    filter: &Filter,
-    threads: usize,
-    mut sink: impl FnMut(&ReplayEvent),
+    options: &ReadOptions<'_>,
+    prepare: impl Fn(&ReplayEvent) -> T + Sync,
+    mut sink: impl FnMut(&ReplayEvent, T),
     mut rejected: impl FnMut(usize, ErrorReason),
     mut progress: impl FnMut(&ReadStats),
 ) -> Result<ReadStats, ReadError> {
@@ -159,11 +164,116 @@ pub fn read_ordered(
     for (i, f) in plan.files.iter().enumerate() {
         buckets.entry(bucket_of(f)).or_default().push(i);
     }
+    // Events of a bucket at or after the earliest start of the next
+    // bucket's files wait for that bucket, so that hours overlapping in
+    // event time merge in order; the last bucket lets everything through.
+    let starts: Vec<Option<DateTime<Utc>>> = buckets
+        .values()
+        .map(|files| {
+            files
+                .iter()
+                .filter_map(|&i| plan.files[i].period.map(|(start, _)| start))
+                .min()
+        })
+        .collect();
+    let cutoffs: Vec<Option<DateTime<Utc>>> = (0..starts.len())
+        .map(|k| starts.get(k + 1).copied().flatten())
+        .collect();
     let mut stats = ReadStats::default();
-    let threads = threads.max(1);
-    for files in buckets.values() {
+    let ReadOptions {
+        decoder,
+        filter,
+        threads,
+    } = options;
+    let (decoder, filter, threads) = (decoder, *filter, (*threads).max(1));
+    // One hour decoded ahead of the one being consumed.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Bucket<T>, ReadError>>(1);
+    std::thread::scope(|outer| {
+        let prepare = &prepare;
+        outer.spawn(move || {
+            for files in buckets.values() {
+                let result = decode_bucket(plan, decoder, filter, threads, files, prepare);
+                let failed = result.is_err();
+                if tx.send(result).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let mut carry: Vec<(ReplayEvent, T)> = Vec::new();
+        for (k, bucket) in rx.into_iter().enumerate() {
+            let bucket = bucket?;
+            for (local, filtered, bytes) in &bucket.files {
+                stats.decode.merge(local);
+                stats.filtered += filtered;
+                stats.bytes += bytes;
+                stats.files += 1;
+            }
+            for (file, reason) in bucket.errors {
+                rejected(file, reason);
+            }
+            let mut merged = merge(std::mem::take(&mut carry), bucket.events);
+            if let Some(cutoff) = cutoffs.get(k).copied().flatten() {
+                let split = merged.partition_point(|(e, _)| e.event.time < Some(cutoff));
+                carry = merged.split_off(split);
+            }
+            for (event, prepared) in merged {
+                sink(&event, prepared);
+            }
+            progress(&stats);
+        }
+        for (event, prepared) in carry {
+            sink(&event, prepared);
+        }
+        Ok(stats)
+    })
+}
+
+/// Merges two lists sorted by event time; on ties `a` (from earlier files)
+/// comes first.
+fn merge<T>(a: Vec<(ReplayEvent, T)>, b: Vec<(ReplayEvent, T)>) -> Vec<(ReplayEvent, T)> {
+    if a.is_empty() {
+        return b;
+    }
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let take_a = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => x.0.event.time <= y.0.event.time,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return out,
+        };
+        out.extend(if take_a { a.next() } else { b.next() });
+    }
+}
+
+/// How to read: the decoder (its format hint applies where a file's layout
+/// does not say), the filter, and how many decoding threads.
+pub struct ReadOptions<'a> {
+    pub decoder: Decoder,
+    pub filter: &'a Filter,
+    pub threads: usize,
+}
+
+/// One hour, decoded and sorted by event time.
+struct Bucket<T> {
+    events: Vec<(ReplayEvent, T)>,
+    /// Per file: decode counts, events filtered out, bytes read.
+    files: Vec<(DecodeStats, u64, u64)>,
+    errors: Vec<(usize, ErrorReason)>,
+}
+
+fn decode_bucket<T: Send>(
+    plan: &Plan,
+    decoder: &Decoder,
+    filter: &Filter,
+    threads: usize,
+    files: &[usize],
+    prepare: &(impl Fn(&ReplayEvent) -> T + Sync),
+) -> Result<Bucket<T>, ReadError> {
+    {
         let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<FileResult>> = Mutex::new(Vec::new());
+        let results: Mutex<Vec<FileResult<T>>> = Mutex::new(Vec::new());
         let failure: Mutex<Option<ReadError>> = Mutex::new(None);
         let errors: Mutex<Vec<(usize, ErrorReason)>> = Mutex::new(Vec::new());
         std::thread::scope(|scope| {
@@ -200,12 +310,14 @@ pub fn read_ordered(
                             local.record(&d);
                             match d.result {
                                 Ok(event) if filter.keeps_event(&event) => {
-                                    events.push(ReplayEvent {
+                                    let event = ReplayEvent {
                                         event: event.into_owned(),
                                         file: i,
                                         line: d.location.line,
                                         index: d.location.index,
-                                    })
+                                    };
+                                    let prepared = prepare(&event);
+                                    events.push((event, prepared));
                                 }
                                 Ok(_) => filtered += 1,
                                 Err(e) => bad.push((i, e.reason)),
@@ -230,22 +342,30 @@ pub fn read_ordered(
         // File order first, so that the stable sort below breaks ties the
         // same way on every run.
         results.sort_by_key(|r| r.0);
-        let mut merged = Vec::new();
+        let mut bucket = Bucket {
+            events: Vec::new(),
+            files: Vec::with_capacity(results.len()),
+            errors: errors.into_inner().unwrap_or_else(|e| e.into_inner()),
+        };
         for (_, events, local, filtered, bytes) in results {
-            stats.decode.merge(&local);
-            stats.filtered += filtered;
-            stats.bytes += bytes;
-            stats.files += 1;
-            merged.extend(events);
+            bucket.files.push((local, filtered, bytes));
+            bucket.events.extend(events);
         }
-        for (file, reason) in errors.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            rejected(file, reason);
-        }
-        merged.sort_by_key(|e| e.event.time);
-        for event in &merged {
-            sink(event);
-        }
-        progress(&stats);
+        // Sort keys, not the events (hundreds of bytes each), then move
+        // each event once into its place.
+        let mut order: Vec<(Option<DateTime<Utc>>, u32)> = bucket
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, (e, _))| (e.event.time, i as u32))
+            .collect();
+        order.sort_by_key(|&(time, i)| (time, i));
+        let mut slots: Vec<Option<(ReplayEvent, T)>> =
+            bucket.events.into_iter().map(Some).collect();
+        bucket.events = order
+            .into_iter()
+            .filter_map(|(_, i)| slots[i as usize].take())
+            .collect();
+        Ok(bucket)
     }
-    Ok(stats)
 }
