@@ -379,7 +379,9 @@ fn compare(
 #[derive(Default)]
 struct Summary {
     by_rule: BTreeMap<String, u64>,
-    by_severity: BTreeMap<String, u64>,
+    by_severity: BTreeMap<crate::detect::Severity, u64>,
+    by_account: BTreeMap<String, u64>,
+    by_domain: BTreeMap<String, u64>,
 }
 
 impl Summary {
@@ -391,9 +393,19 @@ impl Summary {
     ) -> io::Result<()> {
         for finding in findings.drain(..) {
             *self.by_rule.entry(finding.rule_id.clone()).or_default() += 1;
+            *self.by_severity.entry(finding.severity).or_default() += 1;
             *self
-                .by_severity
-                .entry(finding.severity.to_string())
+                .by_account
+                .entry(finding.account.clone().unwrap_or_else(|| "-".into()))
+                .or_default() += 1;
+            *self
+                .by_domain
+                .entry(finding.domain.map_or("-".to_owned(), |d| {
+                    serde_json::to_value(d)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                }))
                 .or_default() += 1;
             if !quiet {
                 write_json_line(out, &finding)?;
@@ -412,13 +424,30 @@ impl Summary {
             "  correlation: {} observations, {} fired, {} late beyond the allowed lateness, {} without a group, {} groups evicted, {} still open",
             c.observations, c.fired, c.late, c.ungrouped, c.evicted, c.keys
         );
+        eprintln!("  by severity:");
         for (severity, n) in self.by_severity.iter().rev() {
-            eprintln!("  {severity:<9} {n}");
+            eprintln!("  {n:>8}  {severity}");
         }
-        for (rule, n) in &self.by_rule {
-            eprintln!("  {n:>6}  {rule}");
+        eprintln!("  by control domain:");
+        for (domain, n) in by_count(&self.by_domain) {
+            eprintln!("  {n:>8}  {domain}");
+        }
+        eprintln!("  by account (top 20):");
+        for (account, n) in by_count(&self.by_account).into_iter().take(20) {
+            eprintln!("  {n:>8}  {account}");
+        }
+        eprintln!("  by rule:");
+        for (rule, n) in by_count(&self.by_rule) {
+            eprintln!("  {n:>8}  {rule}");
         }
     }
+}
+
+/// Rows of a count table, most frequent first.
+fn by_count(map: &BTreeMap<String, u64>) -> Vec<(&String, &u64)> {
+    let mut rows: Vec<(&String, &u64)> = map.iter().collect();
+    rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    rows
 }
 
 /// Standard input: one payload, in the order it comes.
