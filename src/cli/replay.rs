@@ -191,7 +191,6 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
 
     let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
     let mut summary = Summary::default();
-    let mut findings = Vec::new();
     let mut write_error = None;
     let options = ReadOptions {
         decoder,
@@ -242,14 +241,13 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
     if show_progress {
         eprintln!();
     }
-    if let Some(e) = write_error.take() {
-        return Err(e).context("writing findings");
-    }
-    analyzer.finish(&mut stream, &mut findings);
-    summary
-        .report(&mut findings, &mut out, args.quiet)
-        .context("writing findings")?;
-    out.flush().context("writing findings")?;
+    summary.close(
+        write_error.take(),
+        &analyzer,
+        &mut stream,
+        &mut out,
+        args.quiet,
+    )?;
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     eprintln!(
         "replayed {} events from {} file(s) ({} rejected, {} filtered out) in {:.2} s: {:.0} events/s, {:.1} MB/s; {} findings",
@@ -414,6 +412,26 @@ impl Summary {
         Ok(())
     }
 
+    /// End of a replay: a write error met on the way, or the findings the
+    /// stream still holds, written and flushed.
+    fn close(
+        &mut self,
+        write_error: Option<io::Error>,
+        analyzer: &Analyzer,
+        stream: &mut Stream,
+        out: &mut impl Write,
+        quiet: bool,
+    ) -> anyhow::Result<()> {
+        if let Some(e) = write_error {
+            return Err(e).context("writing findings");
+        }
+        let mut findings = Vec::new();
+        analyzer.finish(stream, &mut findings);
+        self.report(&mut findings, out, quiet)
+            .context("writing findings")?;
+        out.flush().context("writing findings")
+    }
+
     fn total(&self) -> u64 {
         self.by_rule.values().sum()
     }
@@ -483,14 +501,13 @@ fn replay_stdin(
             write_error = Some(e);
         }
     });
-    if let Some(e) = write_error.take() {
-        return Err(e).context("writing findings");
-    }
-    analyzer.finish(&mut stream, &mut findings);
-    summary
-        .report(&mut findings, &mut out, args.quiet)
-        .context("writing findings")?;
-    out.flush().context("writing findings")?;
+    summary.close(
+        write_error.take(),
+        analyzer,
+        &mut stream,
+        &mut out,
+        args.quiet,
+    )?;
     eprintln!(
         "replayed {} events from 1 input(s) ({} rejected): {} findings",
         stats.events,
