@@ -382,3 +382,56 @@ fn replay_compare_prints_the_findings_two_rule_sets_disagree_on() {
     assert!(out.status.success(), "{out:?}");
     assert!(stdout_lines(&out).is_empty());
 }
+
+#[test]
+fn replay_writes_ocsf_to_a_file_and_delivers_through_the_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let delivered = dir.path().join("delivered.jsonl");
+    let config = dir.path().join("seamwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[alerts]\noutbox = {:?}\n[[alerts.sinks]]\nname = \"file\"\ntype = \"jsonl\"\npath = {:?}\n",
+            dir.path().join("outbox.redb"),
+            delivered
+        ),
+    )
+    .unwrap();
+    let ocsf = dir.path().join("findings.ocsf.jsonl");
+    let out = seamwatch()
+        .arg("--config")
+        .arg(&config)
+        .args(["replay", "--format", "ocsf", "--deliver", "--output"])
+        .arg(&ocsf)
+        .arg(fixtures().join("aws/cloudtrail-records.jsonl"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stdout.is_empty(),
+        "findings went to --output, not stdout"
+    );
+    let findings: Vec<serde_json::Value> = std::fs::read_to_string(&ocsf)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(findings.len() >= 2, "{findings:?}");
+    assert!(findings.iter().all(|f| f["class_uid"] == 2004));
+    // Every finding reached the destination as an alert notice (creates and
+    // updates; none was a resolution here).
+    let notices: Vec<serde_json::Value> = std::fs::read_to_string(&delivered)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let delivered_ids: std::collections::BTreeSet<&str> = notices
+        .iter()
+        .filter_map(|n| n["finding_id"].as_str())
+        .collect();
+    let ocsf_ids: std::collections::BTreeSet<&str> = findings
+        .iter()
+        .filter_map(|f| f["finding_info"]["uid"].as_str())
+        .collect();
+    assert_eq!(delivered_ids, ocsf_ids);
+}

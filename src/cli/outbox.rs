@@ -158,12 +158,32 @@ fn list(store: &Outbox, sink: Option<&str>, dead: bool, json: bool) -> anyhow::R
 }
 
 fn deliver(store: &Arc<Outbox>, config: &Config, until_empty: bool) -> anyhow::Result<ExitCode> {
+    let dispatcher = start_delivery(store, config)?;
+    drain(store, dispatcher, until_empty)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts delivering the outbox to the configured sinks (Kafka sinks use
+/// `[kafka]`'s brokers and security).
+pub(crate) fn start_delivery(
+    store: &Arc<Outbox>,
+    config: &Config,
+) -> anyhow::Result<crate::alert::deliver::Dispatcher> {
     let kafka = if config.alerts.sinks.iter().any(|s| s.topic.is_some()) {
         Some(config.kafka.client_config(|k| std::env::var(k).ok())?)
     } else {
         None
     };
-    let dispatcher = start_dispatcher(store, &config.alerts, kafka.as_ref())?;
+    start_dispatcher(store, &config.alerts, kafka.as_ref())
+}
+
+/// Delivers until SIGINT/SIGTERM or, with `until_empty`, until nothing
+/// waits (digests held by budgets included); then stops and reports.
+pub(crate) fn drain(
+    store: &Arc<Outbox>,
+    dispatcher: crate::alert::deliver::Dispatcher,
+    until_empty: bool,
+) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -207,6 +227,5 @@ fn deliver(store: &Arc<Outbox>, config: &Config, until_empty: bool) -> anyhow::R
             n(&s.dead)
         );
     }
-    print_outbox_summary(store)?;
-    Ok(ExitCode::SUCCESS)
+    print_outbox_summary(store)
 }

@@ -19,6 +19,9 @@ use clap::Args;
 
 use super::input::{expand_inputs, read_input};
 use super::parse::write_json_line;
+use crate::alert::format::Formatter;
+use crate::alert::store::Outbox;
+use crate::alert::{Action, AlertNotice, Notice};
 use crate::analyze::{Analyzer, Scratch};
 use crate::config::Config;
 use crate::correlate::Stream;
@@ -80,6 +83,38 @@ pub struct ReplayArgs {
     /// with `"only_in": "a"` or `"b"`; exit status 1 when they differ.
     #[arg(long, num_args = 2, value_names = ["RULES_A", "RULES_B"])]
     pub compare: Vec<PathBuf>,
+
+    /// How findings are written: seamwatch's JSON, or OCSF Detection Findings.
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: OutputFormat,
+
+    /// Write findings to this file instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Also hand findings to the alert outbox (`[alerts]`) and deliver them
+    /// to the configured destinations, with dedup, routes and suppressions,
+    /// before exiting.
+    #[arg(long)]
+    pub deliver: bool,
+}
+
+/// `--format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Json,
+    Ocsf,
+}
+
+/// Where findings are written: standard output or `--output`.
+fn output(args: &ReplayArgs) -> anyhow::Result<Box<dyn Write>> {
+    Ok(match &args.output {
+        Some(path) => Box::new(BufWriter::with_capacity(
+            1 << 16,
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(BufWriter::with_capacity(1 << 16, io::stdout().lock())),
+    })
 }
 
 fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
@@ -162,7 +197,7 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
         clouds: args.clouds.clone(),
     };
     if args.inputs.is_empty() || args.inputs.iter().any(|p| p.as_os_str() == "-") {
-        return replay_stdin(&args, &analyzer, &decoder, &filter);
+        return replay_stdin(&args, config, &analyzer, &decoder, &filter);
     }
     let files = expand_inputs(&args.inputs)?;
     let plan = crate::replay::plan(&files, &filter);
@@ -189,8 +224,9 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let show_progress = io::stderr().is_terminal();
     let started = Instant::now();
 
-    let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
-    let mut summary = Summary::default();
+    let mut out = output(&args)?;
+    let mut summary = Summary::new(&args);
+    let delivery = start_outbox(&args, config, &analyzer, &mut summary)?;
     let mut write_error = None;
     let options = ReadOptions {
         decoder,
@@ -261,6 +297,7 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
         summary.total()
     );
     summary.print(&analyzer);
+    finish_delivery(&summary, delivery)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -380,9 +417,46 @@ struct Summary {
     by_severity: BTreeMap<crate::detect::Severity, u64>,
     by_account: BTreeMap<String, u64>,
     by_domain: BTreeMap<String, u64>,
+    /// `--format ocsf`.
+    ocsf: Option<Formatter>,
+    /// `--deliver`: the alert outbox, and findings not yet synced to it.
+    outbox: Option<Arc<Outbox>>,
+    unsynced: usize,
 }
 
 impl Summary {
+    fn new(args: &ReplayArgs) -> Summary {
+        Summary {
+            ocsf: (args.format == OutputFormat::Ocsf).then(Formatter::ocsf),
+            ..Summary::default()
+        }
+    }
+
+    /// A finding as an OCSF Detection Finding: an alert created by it.
+    fn write(&self, out: &mut impl Write, finding: Finding) -> io::Result<()> {
+        let Some(ocsf) = &self.ocsf else {
+            return write_json_line(out, &finding);
+        };
+        let notice = Notice::Alert(AlertNotice {
+            action: Action::Create,
+            alert_id: finding.id.clone(),
+            finding_id: finding.id.clone(),
+            occurrences: 1,
+            first_seen: finding.event_time,
+            last_seen: finding.event_time,
+            closed_by: None,
+            finding,
+        });
+        match ocsf.render(&notice) {
+            Ok(Some(rendered)) => {
+                out.write_all(&rendered.body)?;
+                out.write_all(b"\n")
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(io::Error::other(e)),
+        }
+    }
+
     fn report(
         &mut self,
         findings: &mut Vec<Finding>,
@@ -405,8 +479,16 @@ impl Summary {
                         .unwrap_or_default()
                 }))
                 .or_default() += 1;
+            if let Some(outbox) = &self.outbox {
+                outbox.append(std::slice::from_ref(&finding));
+                self.unsynced += 1;
+                if self.unsynced >= 500 {
+                    outbox.sync().map_err(io::Error::other)?;
+                    self.unsynced = 0;
+                }
+            }
             if !quiet {
-                write_json_line(out, &finding)?;
+                self.write(out, finding)?;
             }
         }
         Ok(())
@@ -461,6 +543,45 @@ impl Summary {
     }
 }
 
+/// `--deliver`: opens the alert outbox and starts delivering.
+fn start_outbox(
+    args: &ReplayArgs,
+    config: &Config,
+    analyzer: &Analyzer,
+    summary: &mut Summary,
+) -> anyhow::Result<Option<crate::alert::deliver::Dispatcher>> {
+    if !args.deliver {
+        return Ok(None);
+    }
+    if config.alerts.sinks.is_empty() {
+        anyhow::bail!("--deliver: no [[alerts.sinks]] in the configuration");
+    }
+    let store = Arc::new(
+        Outbox::open(
+            &config.alerts.outbox,
+            &config.alerts,
+            super::run::resolvable_rules(analyzer),
+        )
+        .map_err(|e| anyhow::anyhow!(e))?,
+    );
+    let dispatcher = super::outbox::start_delivery(&store, config)?;
+    summary.outbox = Some(store);
+    Ok(Some(dispatcher))
+}
+
+/// `--deliver`: syncs what is left and waits until everything is delivered.
+fn finish_delivery(
+    summary: &Summary,
+    dispatcher: Option<crate::alert::deliver::Dispatcher>,
+) -> anyhow::Result<()> {
+    let (Some(store), Some(dispatcher)) = (&summary.outbox, dispatcher) else {
+        return Ok(());
+    };
+    store.sync()?;
+    eprintln!("delivering to the configured destinations (Ctrl-C leaves the rest in the outbox)…");
+    super::outbox::drain(store, dispatcher, true)
+}
+
 /// Rows of a count table, most frequent first.
 fn by_count(map: &BTreeMap<String, u64>) -> Vec<(&String, &u64)> {
     let mut rows: Vec<(&String, &u64)> = map.iter().collect();
@@ -471,6 +592,7 @@ fn by_count(map: &BTreeMap<String, u64>) -> Vec<(&String, &u64)> {
 /// Standard input: one payload, in the order it comes.
 fn replay_stdin(
     args: &ReplayArgs,
+    config: &Config,
     analyzer: &Analyzer,
     decoder: &Decoder,
     filter: &Filter,
@@ -478,9 +600,10 @@ fn replay_stdin(
     let mut stream = Stream::new();
     let mut scratch = Scratch::default();
     let (name, bytes) = read_input(std::path::Path::new("-"))?;
-    let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    let mut out = output(args)?;
     let mut stats = DecodeStats::default();
-    let mut summary = Summary::default();
+    let mut summary = Summary::new(args);
+    let delivery = start_outbox(args, config, analyzer, &mut summary)?;
     let mut findings = Vec::new();
     let mut write_error = None;
     decoder.decode(&bytes, &mut |decoded: Decoded<'_>| {
@@ -515,5 +638,6 @@ fn replay_stdin(
         summary.total()
     );
     summary.print(analyzer);
+    finish_delivery(&summary, delivery)?;
     Ok(ExitCode::SUCCESS)
 }
