@@ -435,3 +435,37 @@ fn replay_writes_ocsf_to_a_file_and_delivers_through_the_outbox() {
         .collect();
     assert_eq!(delivered_ids, ocsf_ids);
 }
+
+#[test]
+fn replay_timeline_lists_every_finding_in_event_time_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let timeline = dir.path().join("timeline.md");
+    let out = seamwatch()
+        .args(["replay", "--timeline"])
+        .arg(&timeline)
+        .arg(fixtures().join("aws"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let findings = stdout_lines(&out);
+    let text = std::fs::read_to_string(&timeline).unwrap();
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("| 2") || l.starts_with("| -"))
+        .collect();
+    assert_eq!(rows.len(), findings.len(), "{text}");
+    let times: Vec<&str> = rows
+        .iter()
+        .map(|r| r.split('|').nth(1).unwrap().trim())
+        .collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted, "rows are not in time order");
+    for f in &findings {
+        assert!(
+            text.contains(f["rule_id"].as_str().unwrap()),
+            "{} missing",
+            f["rule_id"]
+        );
+    }
+}

@@ -97,6 +97,11 @@ pub struct ReplayArgs {
     /// before exiting.
     #[arg(long)]
     pub deliver: bool,
+
+    /// Write an incident timeline (Markdown: findings in event-time order,
+    /// with who, where, what and the evidence) for the case file.
+    #[arg(long, value_name = "FILE.md")]
+    pub timeline: Option<PathBuf>,
 }
 
 /// `--format`.
@@ -297,6 +302,9 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
         summary.total()
     );
     summary.print(&analyzer);
+    if let (Some(path), Some(findings)) = (&args.timeline, &mut summary.timeline) {
+        write_timeline(path, findings)?;
+    }
     finish_delivery(&summary, delivery)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -422,12 +430,15 @@ struct Summary {
     /// `--deliver`: the alert outbox, and findings not yet synced to it.
     outbox: Option<Arc<Outbox>>,
     unsynced: usize,
+    /// `--timeline`: every finding, kept for the report.
+    timeline: Option<Vec<Finding>>,
 }
 
 impl Summary {
     fn new(args: &ReplayArgs) -> Summary {
         Summary {
             ocsf: (args.format == OutputFormat::Ocsf).then(Formatter::ocsf),
+            timeline: args.timeline.as_ref().map(|_| Vec::new()),
             ..Summary::default()
         }
     }
@@ -479,6 +490,9 @@ impl Summary {
                         .unwrap_or_default()
                 }))
                 .or_default() += 1;
+            if let Some(timeline) = &mut self.timeline {
+                timeline.push(finding.clone());
+            }
             if let Some(outbox) = &self.outbox {
                 outbox.append(std::slice::from_ref(&finding));
                 self.unsynced += 1;
@@ -541,6 +555,60 @@ impl Summary {
             eprintln!("  {n:>8}  {rule}");
         }
     }
+}
+
+/// `--timeline`: the findings in event-time order as a Markdown report.
+fn write_timeline(path: &std::path::Path, findings: &mut [Finding]) -> anyhow::Result<()> {
+    findings.sort_by(|a, b| a.event_time.cmp(&b.event_time).then(a.id.cmp(&b.id)));
+    let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
+    let mut md = String::from("# Incident timeline\n\n");
+    if let (Some(first), Some(last)) = (
+        findings.iter().find_map(|f| f.event_time),
+        findings.iter().rev().find_map(|f| f.event_time),
+    ) {
+        md.push_str(&format!(
+            "{} findings from {} to {} (event time, UTC).\n\n",
+            findings.len(),
+            first.to_rfc3339(),
+            last.to_rfc3339()
+        ));
+    }
+    md.push_str("| time (UTC) | severity | finding | principal | account / region | resources | owner | evidence |\n");
+    md.push_str("|---|---|---|---|---|---|---|---|\n");
+    for f in findings.iter() {
+        let evidence: Vec<String> = f
+            .evidence
+            .iter()
+            .take(3)
+            .map(|e| format!("`{}` ({})", e.event_id, e.source))
+            .collect();
+        md.push_str(&format!(
+            "| {} | {} | **{}** (`{}`) | {} | {} {} | {} | {} | {}{} |\n",
+            f.event_time
+                .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string()),
+            f.severity,
+            cell(&f.title),
+            f.rule_id,
+            cell(
+                f.principal
+                    .name
+                    .as_deref()
+                    .or(f.principal.id.as_deref())
+                    .unwrap_or("-")
+            ),
+            f.account.as_deref().unwrap_or("-"),
+            f.region.as_deref().unwrap_or(""),
+            cell(&f.resources.join(", ")),
+            f.owner_team.as_deref().unwrap_or("-"),
+            evidence.join("<br>"),
+            if f.evidence.len() > 3 {
+                format!("<br>and {} more", f.evidence.len() - 3)
+            } else {
+                String::new()
+            }
+        ));
+    }
+    std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))
 }
 
 /// `--deliver`: opens the alert outbox and starts delivering.
@@ -638,6 +706,9 @@ fn replay_stdin(
         summary.total()
     );
     summary.print(analyzer);
+    if let (Some(path), Some(findings)) = (&args.timeline, &mut summary.timeline) {
+        write_timeline(path, findings)?;
+    }
     finish_delivery(&summary, delivery)?;
     Ok(ExitCode::SUCCESS)
 }
