@@ -468,4 +468,19 @@ fn replay_timeline_lists_every_finding_in_event_time_order() {
             f["rule_id"]
         );
     }
+
+    // The same as a self-contained HTML page: one row per finding, nothing
+    // from the logs unescaped.
+    let html = dir.path().join("timeline.html");
+    let out = seamwatch()
+        .args(["replay", "-q", "--timeline"])
+        .arg(&html)
+        .arg(fixtures().join("aws"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.starts_with("<!doctype html>"));
+    assert_eq!(page.matches("<tr class=").count(), findings.len());
+    assert!(!page.contains("<script"), "no script, no external resource");
 }

@@ -557,58 +557,112 @@ impl Summary {
     }
 }
 
-/// `--timeline`: the findings in event-time order as a Markdown report.
+/// `--timeline`: the findings in event-time order as an incident report,
+/// Markdown, or a self-contained HTML page when the file ends in `.html`.
+/// Every cell is escaped for its format: log values are attacker-controlled.
 fn write_timeline(path: &std::path::Path, findings: &mut [Finding]) -> anyhow::Result<()> {
     findings.sort_by(|a, b| a.event_time.cmp(&b.event_time).then(a.id.cmp(&b.id)));
-    let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
-    let mut md = String::from("# Incident timeline\n\n");
-    if let (Some(first), Some(last)) = (
-        findings.iter().find_map(|f| f.event_time),
-        findings.iter().rev().find_map(|f| f.event_time),
-    ) {
-        md.push_str(&format!(
-            "{} findings from {} to {} (event time, UTC).\n\n",
-            findings.len(),
-            first.to_rfc3339(),
-            last.to_rfc3339()
-        ));
-    }
-    md.push_str("| time (UTC) | severity | finding | principal | account / region | resources | owner | evidence |\n");
-    md.push_str("|---|---|---|---|---|---|---|---|\n");
-    for f in findings.iter() {
-        let evidence: Vec<String> = f
-            .evidence
-            .iter()
-            .take(3)
-            .map(|e| format!("`{}` ({})", e.event_id, e.source))
-            .collect();
-        md.push_str(&format!(
-            "| {} | {} | **{}** (`{}`) | {} | {} {} | {} | {} | {}{} |\n",
-            f.event_time
-                .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string()),
-            f.severity,
-            cell(&f.title),
-            f.rule_id,
-            cell(
+    const HEAD: [&str; 8] = [
+        "time (UTC)",
+        "severity",
+        "finding",
+        "principal",
+        "account / region",
+        "resources",
+        "owner",
+        "evidence",
+    ];
+    let rows: Vec<[String; 8]> = findings
+        .iter()
+        .map(|f| {
+            let mut evidence: Vec<String> = f
+                .evidence
+                .iter()
+                .take(3)
+                .map(|e| format!("{} ({})", e.event_id, e.source))
+                .collect();
+            if f.evidence.len() > 3 {
+                evidence.push(format!("and {} more", f.evidence.len() - 3));
+            }
+            [
+                f.event_time
+                    .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string()),
+                f.severity.to_string(),
+                format!("{} ({})", f.title, f.rule_id),
                 f.principal
                     .name
                     .as_deref()
                     .or(f.principal.id.as_deref())
                     .unwrap_or("-")
-            ),
-            f.account.as_deref().unwrap_or("-"),
-            f.region.as_deref().unwrap_or(""),
-            cell(&f.resources.join(", ")),
-            f.owner_team.as_deref().unwrap_or("-"),
-            evidence.join("<br>"),
-            if f.evidence.len() > 3 {
-                format!("<br>and {} more", f.evidence.len() - 3)
-            } else {
-                String::new()
+                    .to_owned(),
+                format!(
+                    "{} {}",
+                    f.account.as_deref().unwrap_or("-"),
+                    f.region.as_deref().unwrap_or("")
+                ),
+                f.resources.join(", "),
+                f.owner_team.clone().unwrap_or_else(|| "-".into()),
+                evidence.join("; "),
+            ]
+        })
+        .collect();
+    let span = match (
+        findings.iter().find_map(|f| f.event_time),
+        findings.iter().rev().find_map(|f| f.event_time),
+    ) {
+        (Some(first), Some(last)) => format!(
+            "{} findings from {} to {} (event time, UTC).",
+            findings.len(),
+            first.to_rfc3339(),
+            last.to_rfc3339()
+        ),
+        _ => format!("{} findings.", findings.len()),
+    };
+    let html = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"));
+    let text = if html {
+        let esc = |s: &str| {
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+        };
+        let mut out = String::from(
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Incident timeline</title>\n<style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse;width:100%}td,th{border:1px solid #ccc;padding:4px 6px;vertical-align:top;text-align:left}th{background:#f3f3f3}tr.critical td:nth-child(2){color:#b00;font-weight:bold}tr.high td:nth-child(2){color:#c60}</style></head><body>\n<h1>Incident timeline</h1>\n",
+        );
+        out.push_str(&format!("<p>{}</p>\n<table><tr>", esc(&span)));
+        for h in HEAD {
+            out.push_str(&format!("<th>{h}</th>"));
+        }
+        out.push_str("</tr>\n");
+        for row in &rows {
+            out.push_str(&format!("<tr class=\"{}\">", esc(&row[1])));
+            for cell in row {
+                out.push_str(&format!("<td>{}</td>", esc(cell)));
             }
-        ));
-    }
-    std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))
+            out.push_str("</tr>\n");
+        }
+        out.push_str("</table></body></html>\n");
+        out
+    } else {
+        let esc = |s: &str| {
+            s.replace('\\', "\\\\")
+                .replace('|', "\\|")
+                .replace(['\n', '\r'], " ")
+        };
+        let mut out = format!(
+            "# Incident timeline\n\n{span}\n\n| {} |\n",
+            HEAD.join(" | ")
+        );
+        out.push_str(&format!("|{}\n", "---|".repeat(HEAD.len())));
+        for row in &rows {
+            let cells: Vec<String> = row.iter().map(|c| esc(c)).collect();
+            out.push_str(&format!("| {} |\n", cells.join(" | ")));
+        }
+        out
+    };
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 /// `--deliver`: opens the alert outbox and starts delivering.
