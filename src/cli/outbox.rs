@@ -10,13 +10,12 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use super::run::{print_outbox_summary, start_dispatcher};
+use super::run::{start_dispatcher, stop_delivery};
 use crate::alert::Notice;
 use crate::alert::store::Outbox;
 use crate::config::Config;
@@ -214,18 +213,5 @@ pub(crate) fn drain(
             }
         }
     });
-    let stats = dispatcher.stats.clone();
-    dispatcher.shutdown(Duration::from_secs(10));
-    for s in &stats {
-        let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        eprintln!(
-            "{}: {} delivered, {} skipped by the format, {} failed attempts, {} given up",
-            s.name,
-            n(&s.delivered),
-            n(&s.skipped),
-            n(&s.failed),
-            n(&s.dead)
-        );
-    }
-    print_outbox_summary(store)
+    stop_delivery(dispatcher, Duration::from_secs(10), store)
 }
