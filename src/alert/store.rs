@@ -487,7 +487,9 @@ impl Outbox {
                 let resource = &k.value()[prefix.len()..];
                 if resource.is_empty()
                     || f.resources.is_empty()
-                    || f.resources.iter().any(|r| r == resource)
+                    // Azure resource ids are case-insensitive, and Event
+                    // Hubs exports upper-case them.
+                    || f.resources.iter().any(|r| r.eq_ignore_ascii_case(resource))
                 {
                     keys.push((k.value().to_owned(), v.value().to_owned()));
                 }
