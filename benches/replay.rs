@@ -16,11 +16,10 @@ use std::time::Instant;
 use chrono::{TimeZone, Utc};
 use seamwatch::analyze::Analyzer;
 use seamwatch::correlate::{CorrelationConfig, Stream};
-use seamwatch::detect::SourceRef;
 use seamwatch::detect::loader::load_builtin_report;
 use seamwatch::event::Decoder;
 use seamwatch::matrix::Matrix;
-use seamwatch::replay::{Filter, ReadOptions, plan, read_ordered};
+use seamwatch::replay::{Filter, ReadOptions, analyze, plan};
 use seamwatch::synth::{Generator, SynthConfig};
 
 fn peak_rss_mb() -> f64 {
@@ -107,23 +106,14 @@ fn main() {
         filter: &filter,
         threads,
     };
-    let stats = read_ordered(
+    let stats = analyze(
         &plan,
         &options,
-        |e| {
-            let (mut found, mut matched) = (Vec::new(), Vec::new());
-            analyzer.detect(&e.event, SourceRef::Unknown, &mut found, &mut matched);
-            (found, matched)
-        },
-        |e, (mut out, matched)| {
-            analyzer.correlate(
-                &mut stream,
-                &e.event,
-                &matched,
-                SourceRef::Unknown,
-                &mut out,
-            );
+        &analyzer,
+        &mut stream,
+        |out| {
             found += out.len();
+            out.clear();
         },
         |_, _| {},
         |_| {},

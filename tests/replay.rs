@@ -29,7 +29,7 @@ use seamwatch::matrix::Matrix;
 use seamwatch::pipeline::demo::{
     AZURE_TOPIC, CLOUDTRAIL_TOPIC, DemoRecord, GCP_TOPIC, demo_records,
 };
-use seamwatch::replay::{Filter, ReadOptions, plan, read_ordered};
+use seamwatch::replay::{Filter, ReadOptions, analyze, plan};
 
 fn analyzer() -> Analyzer {
     Analyzer::build(
@@ -184,26 +184,14 @@ fn replay_ids(root: &Path, filter: &Filter) -> (BTreeSet<String>, u64, usize, us
         filter,
         threads: 2,
     };
-    read_ordered(
+    analyze(
         &plan,
         &options,
-        // As `seamwatch replay` does: detection on the decoding threads,
-        // correlation in order.
-        |e| {
-            let (mut found, mut matched) = (Vec::new(), Vec::new());
-            analyzer.detect(&e.event, SourceRef::Unknown, &mut found, &mut matched);
-            (found, matched)
-        },
-        |e, (mut found, matched)| {
+        &analyzer,
+        &mut stream,
+        |found| {
             events += 1;
-            analyzer.correlate(
-                &mut stream,
-                &e.event,
-                &matched,
-                SourceRef::Unknown,
-                &mut found,
-            );
-            findings.append(&mut found);
+            findings.append(found);
         },
         |_, _| {},
         |_| {},

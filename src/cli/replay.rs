@@ -30,7 +30,7 @@ use crate::detect::finding::SourceRef;
 use crate::detect::loader::{LoadReport, load_builtin_report, load_path};
 use crate::event::{Cloud, DecodeStats, Decoded, Decoder};
 use crate::matrix::Matrix;
-use crate::replay::{Filter, ReadOptions};
+use crate::replay::{Filter, ReadOptions, file_names, source_of};
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
@@ -218,11 +218,7 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
             plan.digests_skipped
         );
     }
-    let names: Vec<String> = plan
-        .files
-        .iter()
-        .map(|f| f.path.display().to_string())
-        .collect();
+    let names = file_names(&plan);
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -238,24 +234,13 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
         filter: &filter,
         threads,
     };
-    let read = crate::replay::read_ordered(
+    let read = crate::replay::analyze(
         &plan,
         &options,
-        // Detection needs no order: it runs on the decoding threads.
-        |e| {
-            let (mut found, mut matched) = (Vec::new(), Vec::new());
-            analyzer.detect(&e.event, source_of(&names, e), &mut found, &mut matched);
-            (found, matched)
-        },
-        |e, (mut found, matched)| {
-            analyzer.correlate(
-                &mut stream,
-                &e.event,
-                &matched,
-                source_of(&names, e),
-                &mut found,
-            );
-            if let Err(err) = summary.report(&mut found, &mut out, args.quiet)
+        &analyzer,
+        &mut stream,
+        |found| {
+            if let Err(err) = summary.report(found, &mut out, args.quiet)
                 && write_error.is_none()
             {
                 write_error = Some(err);
@@ -309,15 +294,6 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Where an event of a replay came from, for its findings' evidence.
-fn source_of<'a>(names: &'a [String], e: &crate::replay::ReplayEvent) -> SourceRef<'a> {
-    SourceRef::File {
-        path: &names[e.file],
-        line: e.line,
-        index: e.index,
-    }
-}
-
 /// `--compare A B`: one read of the archive, two analyzers.
 fn compare(
     args: &ReplayArgs,
@@ -343,11 +319,7 @@ fn compare(
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let names: Vec<String> = plan
-        .files
-        .iter()
-        .map(|f| f.path.display().to_string())
-        .collect();
+    let names = file_names(plan);
     let options = ReadOptions {
         decoder: *decoder,
         filter,

@@ -25,6 +25,9 @@ use chrono::{DateTime, Timelike, Utc};
 
 pub use layout::{ArchiveFile, Layout, classify};
 
+use crate::analyze::Analyzer;
+use crate::correlate::Stream;
+use crate::detect::{Finding, SourceRef};
 use crate::event::{AuditEvent, Cloud, DecodeStats, Decoded, Decoder, ErrorReason};
 
 /// What to keep: a time range and account, region and cloud filters
@@ -253,6 +256,55 @@ pub struct ReadOptions<'a> {
     pub decoder: Decoder,
     pub filter: &'a Filter,
     pub threads: usize,
+}
+
+/// Where a replayed event came from, for its findings' evidence; `names`
+/// holds the plan's file paths as text.
+pub fn source_of<'a>(names: &'a [String], e: &ReplayEvent) -> SourceRef<'a> {
+    SourceRef::File {
+        path: &names[e.file],
+        line: e.line,
+        index: e.index,
+    }
+}
+
+/// The plan's file paths as text, for [`source_of`].
+pub fn file_names(plan: &Plan) -> Vec<String> {
+    plan.files
+        .iter()
+        .map(|f| f.path.display().to_string())
+        .collect()
+}
+
+/// Replays the plan through `analyzer` as `seamwatch replay` does:
+/// detection on the decoding threads, correlation in event-time order on
+/// `stream`. `found` gets each event's findings (it may drain them). The
+/// stream is not flushed: call [`Analyzer::finish`] at the end.
+pub fn analyze(
+    plan: &Plan,
+    options: &ReadOptions<'_>,
+    analyzer: &Analyzer,
+    stream: &mut Stream,
+    mut found: impl FnMut(&mut Vec<Finding>),
+    rejected: impl FnMut(usize, ErrorReason),
+    progress: impl FnMut(&ReadStats),
+) -> Result<ReadStats, ReadError> {
+    let names = file_names(plan);
+    read_ordered(
+        plan,
+        options,
+        |e| {
+            let (mut out, mut matched) = (Vec::new(), Vec::new());
+            analyzer.detect(&e.event, source_of(&names, e), &mut out, &mut matched);
+            (out, matched)
+        },
+        |e, (mut out, matched)| {
+            analyzer.correlate(stream, &e.event, &matched, source_of(&names, e), &mut out);
+            found(&mut out);
+        },
+        rejected,
+        progress,
+    )
 }
 
 /// One hour, decoded and sorted by event time.
