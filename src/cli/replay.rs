@@ -37,17 +37,8 @@ pub struct ReplayArgs {
     /// Files or directories to read (recursively); `-` or nothing reads stdin.
     pub inputs: Vec<PathBuf>,
 
-    /// Extra rule files or folders (seamwatch or Sigma rules); repeatable.
-    #[arg(long = "rules", value_name = "PATH")]
-    pub rules: Vec<PathBuf>,
-
-    /// Do not load the built-in rule pack.
-    #[arg(long)]
-    pub no_builtin: bool,
-
-    /// Responsibility matrix [default: config/responsibility.toml if present, else the built-in one].
-    #[arg(long, value_name = "FILE")]
-    pub matrix: Option<PathBuf>,
+    #[command(flatten)]
+    pub detection: DetectionArgs,
 
     /// Print the summary only.
     #[arg(long, short)]
@@ -142,6 +133,36 @@ fn parse_cloud(text: &str) -> Result<Cloud, String> {
     }
 }
 
+/// Which rules and matrix a command analyzes with (`replay`, `run`).
+#[derive(Debug, Clone, Args)]
+pub struct DetectionArgs {
+    /// Extra rule files or folders (seamwatch or Sigma rules); repeatable.
+    #[arg(long = "rules", value_name = "PATH")]
+    pub rules: Vec<PathBuf>,
+
+    /// Do not load the built-in rule pack.
+    #[arg(long)]
+    pub no_builtin: bool,
+
+    /// Responsibility matrix [default: config/responsibility.toml if present, else the built-in one].
+    #[arg(long, value_name = "FILE")]
+    pub matrix: Option<PathBuf>,
+}
+
+impl DetectionArgs {
+    /// The analyzer these rules (plus `extra`) and this matrix make.
+    pub(crate) fn analyzer(
+        &self,
+        extra: Option<&PathBuf>,
+        config: &Config,
+    ) -> anyhow::Result<Analyzer> {
+        let mut rules = self.rules.clone();
+        rules.extend(extra.cloned());
+        let matrix = load_matrix(self.matrix.as_ref())?;
+        build_analyzer(&rules, !self.no_builtin, matrix, config)
+    }
+}
+
 /// Built-in pack plus extra paths, rules and correlations; rejected rules
 /// are warned about.
 pub(crate) fn load_report(extra: &[PathBuf], builtin: bool) -> anyhow::Result<LoadReport> {
@@ -190,8 +211,7 @@ pub(crate) fn load_matrix(path: Option<&PathBuf>) -> anyhow::Result<Matrix> {
 }
 
 pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
-    let matrix = load_matrix(args.matrix.as_ref())?;
-    let analyzer = build_analyzer(&args.rules, !args.no_builtin, matrix, config)?;
+    let analyzer = args.detection.analyzer(None, config)?;
     let mut stream = Stream::new();
     let decoder = Decoder::new(config.input.format, config.limits);
     let filter = Filter {
@@ -305,10 +325,7 @@ fn compare(
 ) -> anyhow::Result<ExitCode> {
     let mut sides = Vec::new();
     for set in sets {
-        let mut rules = args.rules.clone();
-        rules.push(set.clone());
-        let matrix = load_matrix(args.matrix.as_ref())?;
-        let analyzer = build_analyzer(&rules, !args.no_builtin, matrix, config)?;
+        let analyzer = args.detection.analyzer(Some(set), config)?;
         sides.push((
             analyzer,
             Stream::new(),

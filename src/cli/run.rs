@@ -17,7 +17,7 @@ use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-use super::replay::{build_analyzer, load_matrix};
+use super::replay::{DetectionArgs, build_analyzer, load_matrix};
 use crate::alert::config::AlertsConfig;
 use crate::alert::deliver::{Destination, Dispatcher, Policy};
 use crate::alert::store::Outbox;
@@ -32,15 +32,8 @@ use crate::pipeline::{KafkaConfig, Metrics, run};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Extra rule files or folders (seamwatch or Sigma rules); repeatable.
-    #[arg(long = "rules", value_name = "PATH")]
-    pub rules: Vec<PathBuf>,
-    /// Do not load the built-in rule pack.
-    #[arg(long)]
-    pub no_builtin: bool,
-    /// Responsibility matrix [default: config/responsibility.toml if present, else the built-in one].
-    #[arg(long, value_name = "FILE")]
-    pub matrix: Option<PathBuf>,
+    #[command(flatten)]
+    pub detection: DetectionArgs,
     /// The alert outbox (an embedded database) [default: `[alerts] outbox`].
     /// Findings are in it, durably, before their offsets are committed.
     #[arg(long, value_name = "FILE")]
@@ -125,13 +118,7 @@ pub fn run(args: RunArgs, config: &Config) -> anyhow::Result<ExitCode> {
         return Err(crate::pipeline::config::KafkaConfigError::NoTopics.into());
     }
     let client = kafka.client_config(env)?;
-    let matrix = load_matrix(args.matrix.as_ref())?;
-    let analyzer = Arc::new(build_analyzer(
-        &args.rules,
-        !args.no_builtin,
-        matrix,
-        config,
-    )?);
+    let analyzer = Arc::new(args.detection.analyzer(None, config)?);
     let alerts = &config.alerts;
     let outbox_path = args.outbox.clone().unwrap_or_else(|| alerts.outbox.clone());
     let store = Arc::new(
