@@ -105,6 +105,7 @@ fn main() {
         decoder: Decoder::default(),
         filter: &filter,
         threads,
+        store: &seamwatch::replay::Store::default(),
     };
     let stats = analyze(
         &plan,

@@ -49,7 +49,7 @@ pub enum Command {
     /// Parse audit records and print one normalized event per line as JSON.
     Parse(parse::ParseArgs),
     /// Run archived audit logs through the detector and print findings.
-    Replay(replay::ReplayArgs),
+    Replay(Box<replay::ReplayArgs>),
     /// Run the live pipeline on Kafka (settings in [kafka] of the config file).
     Run(run::RunArgs),
     /// The whole pipeline on an in-process Kafka cluster with bundled traffic.
@@ -79,7 +79,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Parse(args) => parse::run(args, &config),
-        Command::Replay(args) => replay::run(args, &config),
+        Command::Replay(args) => replay::run(*args, &config),
         Command::Run(args) => run::run(args, &config),
         Command::Demo(args) => run::demo(args, &config),
         Command::Outbox(args) => outbox::run(args, &config),

@@ -30,12 +30,22 @@ use crate::detect::finding::SourceRef;
 use crate::detect::loader::{LoadReport, load_builtin_report, load_path};
 use crate::event::{Cloud, DecodeStats, Decoded, Decoder};
 use crate::matrix::Matrix;
-use crate::replay::{Filter, ReadOptions, file_names, source_of};
+use crate::replay::source::is_remote;
+use crate::replay::{AwsOptions, Filter, Plan, ReadOptions, Store, file_names, source_of};
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// Files or directories to read (recursively); `-` or nothing reads stdin.
+    /// Files or directories to read (recursively), `s3://bucket/prefix`
+    /// (listed and pruned by the dates in the keys), or
+    /// `cloudtrail://REGION[,REGION…][?ATTRIBUTE=VALUE]` (CloudTrail's
+    /// event history through LookupEvents, e.g. `?EventName=StopLogging`);
+    /// `-` or nothing reads stdin.
     pub inputs: Vec<PathBuf>,
+
+    /// Endpoint for S3 and CloudTrail (an S3-compatible store; implies
+    /// path-style addressing) [env: AWS_ENDPOINT_URL].
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
 
     #[command(flatten)]
     pub detection: DetectionArgs,
@@ -224,10 +234,9 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
     if args.inputs.is_empty() || args.inputs.iter().any(|p| p.as_os_str() == "-") {
         return replay_stdin(&args, config, &analyzer, &decoder, &filter);
     }
-    let files = expand_inputs(&args.inputs)?;
-    let plan = crate::replay::plan(&files, &filter);
+    let (plan, store) = plan_inputs(&args, &filter)?;
     if let [a, b] = args.compare.as_slice() {
-        return compare(&args, config, &plan, &decoder, &filter, [a, b]);
+        return compare(&args, config, &plan, &store, &decoder, &filter, [a, b]);
     }
     if plan.digests_skipped + plan.pruned > 0 {
         eprintln!(
@@ -253,6 +262,7 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
         decoder,
         filter: &filter,
         threads,
+        store: &store,
     };
     let read = crate::replay::analyze(
         &plan,
@@ -314,11 +324,39 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The files to read: local paths expanded and classified, remote sources
+/// listed (S3) or pulled (CloudTrail event history).
+fn plan_inputs(args: &ReplayArgs, filter: &Filter) -> anyhow::Result<(Plan, Store)> {
+    let (remote, local): (Vec<&PathBuf>, Vec<&PathBuf>) =
+        args.inputs.iter().partition(|p| is_remote(p));
+    let local: Vec<PathBuf> = local.into_iter().cloned().collect();
+    let mut plan = if local.is_empty() {
+        Plan::default()
+    } else {
+        crate::replay::plan(&expand_inputs(&local)?, filter)
+    };
+    let mut store = Store::default();
+    let options = AwsOptions {
+        endpoint_url: args.endpoint_url.clone(),
+    };
+    for url in remote {
+        let url = url.to_string_lossy();
+        if url.starts_with("cloudtrail://") && !std::io::stderr().is_terminal() {
+            tracing::info!(source = %url, "pulling CloudTrail event history (2 requests/s per region)");
+        } else if url.starts_with("cloudtrail://") {
+            eprintln!("replay: pulling {url} (LookupEvents, 2 requests/s per region)…");
+        }
+        store.add(&url, filter, &options, &mut plan)?;
+    }
+    Ok((plan, store))
+}
+
 /// `--compare A B`: one read of the archive, two analyzers.
 fn compare(
     args: &ReplayArgs,
     config: &Config,
     plan: &crate::replay::Plan,
+    store: &Store,
     decoder: &Decoder,
     filter: &Filter,
     sets: [&PathBuf; 2],
@@ -341,6 +379,7 @@ fn compare(
         decoder: *decoder,
         filter,
         threads,
+        store,
     };
     let read = crate::replay::read_ordered(
         plan,

@@ -26,6 +26,8 @@ pub enum Layout {
     CloudTrailS3,
     AzureActivityExport,
     GcpStorageSink,
+    /// CloudTrail's event history, pulled with LookupEvents.
+    EventHistory,
     Plain,
 }
 
@@ -169,6 +171,124 @@ pub fn classify(path: &Path) -> Option<ArchiveFile> {
     Some(plain)
 }
 
+/// The period a partial date path covers: a year, a month, a day or an
+/// hour, whichever components are given.
+fn span(
+    y: &str,
+    m: Option<&str>,
+    d: Option<&str>,
+    h: Option<&str>,
+) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let year: i32 = y.parse().ok()?;
+    let start_of = |year: i32, month: u32| {
+        NaiveDate::from_ymd_opt(year, month, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| Utc.from_utc_datetime(&t))
+    };
+    let Some(m) = m else {
+        return Some((start_of(year, 1)?, start_of(year + 1, 1)?));
+    };
+    let month: u32 = m.parse().ok()?;
+    let Some(d) = d else {
+        let next = if month == 12 {
+            start_of(year + 1, 1)?
+        } else {
+            start_of(year, month + 1)?
+        };
+        return Some((start_of(year, month)?, next));
+    };
+    let start = day(y, m, d)?;
+    match h
+        .and_then(|h| h.get(..2))
+        .and_then(|h| h.parse::<i64>().ok())
+    {
+        Some(h) => Some((start + Duration::hours(h), start + Duration::hours(h + 1))),
+        None => Some((start, start + Duration::days(1))),
+    }
+}
+
+/// What a folder of an archive says, for pruning a listing before
+/// descending into it (an S3 prefix ending in `/`): the cloud, account and
+/// region once they appear, and the period its date folders cover, widened
+/// by an hour each side (CloudTrail files hold events older than their
+/// delivery folder). `None` for a folder to skip (CloudTrail digests).
+pub fn classify_prefix(prefix: &Path) -> Option<ArchiveFile> {
+    let parts = components(prefix);
+    let plain = ArchiveFile {
+        path: prefix.to_owned(),
+        layout: Layout::Plain,
+        cloud: None,
+        account: None,
+        region: None,
+        period: None,
+    };
+    let widen = |p: Option<(DateTime<Utc>, DateTime<Utc>)>| {
+        p.map(|(s, e)| (s - Duration::hours(1), e + Duration::hours(1)))
+    };
+    if let Some(i) = parts.iter().position(|p| *p == "AWSLogs") {
+        let rest = &parts[i + 1..];
+        let Some(kind_at) = rest.iter().position(|p| p.starts_with("CloudTrail")) else {
+            return Some(ArchiveFile {
+                cloud: Some(Cloud::Aws),
+                ..plain
+            });
+        };
+        if rest[kind_at] == "CloudTrail-Digest" {
+            return None;
+        }
+        let after = &rest[kind_at + 1..];
+        let period = match after {
+            [_, y, rest @ ..] => span(y, rest.first().copied(), rest.get(1).copied(), None),
+            _ => None,
+        };
+        return Some(ArchiveFile {
+            layout: Layout::CloudTrailS3,
+            cloud: Some(Cloud::Aws),
+            account: kind_at.checked_sub(1).map(|a| rest[a].to_owned()),
+            region: after.first().map(|r| (*r).to_owned()),
+            period: widen(period),
+            ..plain
+        });
+    }
+    if let Some(i) = parts
+        .iter()
+        .position(|p| p.eq_ignore_ascii_case("SUBSCRIPTIONS"))
+    {
+        let field = |key: &str| -> Option<&str> {
+            parts[i..]
+                .iter()
+                .find_map(|p| p.strip_prefix(key).filter(|_| p.len() > key.len()))
+        };
+        // `m=` appears twice (month, then minute): the first is the month.
+        let period = field("y=").and_then(|y| span(y, field("m="), field("d="), field("h=")));
+        return Some(ArchiveFile {
+            layout: Layout::AzureActivityExport,
+            cloud: Some(Cloud::Azure),
+            account: parts.get(i + 1).map(|s| s.to_ascii_lowercase()),
+            period: widen(period),
+            ..plain
+        });
+    }
+    if let Some(i) = parts.iter().position(|p| *p == "cloudaudit.googleapis.com") {
+        let period = match &parts[i + 1..] {
+            [_stream, y, rest @ ..] => span(
+                y,
+                rest.first().copied(),
+                rest.get(1).copied(),
+                rest.get(2).copied(),
+            ),
+            _ => None,
+        };
+        return Some(ArchiveFile {
+            layout: Layout::GcpStorageSink,
+            cloud: Some(Cloud::Gcp),
+            period: widen(period),
+            ..plain
+        });
+    }
+    Some(plain)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,5 +352,48 @@ mod tests {
         let f = classify(Path::new("e/events.jsonl")).unwrap();
         assert_eq!(f.layout, Layout::Plain);
         assert_eq!(f.period, None);
+    }
+
+    #[test]
+    fn folders_say_what_their_date_components_cover() {
+        let f = classify_prefix(Path::new(
+            "s3://b/AWSLogs/111122223333/CloudTrail/eu-west-1/2024/08/",
+        ))
+        .unwrap();
+        assert_eq!(f.account.as_deref(), Some("111122223333"));
+        assert_eq!(f.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            f.period,
+            Some((t("2024-07-31T23:00:00Z"), t("2024-09-01T01:00:00Z")))
+        );
+        let f = classify_prefix(Path::new(
+            "AWSLogs/o-x/444455556666/CloudTrail/us-east-1/2024/12/31/",
+        ))
+        .unwrap();
+        assert_eq!(f.account.as_deref(), Some("444455556666"));
+        assert_eq!(
+            f.period,
+            Some((t("2024-12-30T23:00:00Z"), t("2025-01-01T01:00:00Z")))
+        );
+        let f = classify_prefix(Path::new("AWSLogs/o-x/")).unwrap();
+        assert_eq!((f.account, f.period), (None, None));
+        assert_eq!(
+            classify_prefix(Path::new("AWSLogs/1/CloudTrail-Digest/")),
+            None
+        );
+        let f = classify_prefix(Path::new(
+            "insights-activity-logs/resourceId=/SUBSCRIPTIONS/AB/y=2024/m=08/d=01/h=10/",
+        ))
+        .unwrap();
+        assert_eq!(f.account.as_deref(), Some("ab"));
+        assert_eq!(
+            f.period,
+            Some((t("2024-08-01T09:00:00Z"), t("2024-08-01T12:00:00Z")))
+        );
+        let f = classify_prefix(Path::new("cloudaudit.googleapis.com/activity/2023/")).unwrap();
+        assert_eq!(
+            f.period,
+            Some((t("2022-12-31T23:00:00Z"), t("2024-01-01T01:00:00Z")))
+        );
     }
 }

@@ -15,6 +15,7 @@
 //! order the live pipeline's reorder buffer restores.
 
 pub mod layout;
+pub mod source;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,7 +24,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{DateTime, Timelike, Utc};
 
-pub use layout::{ArchiveFile, Layout, classify};
+pub use layout::{ArchiveFile, Layout, classify, classify_prefix};
+pub use source::{AwsOptions, SourceError, Store};
 
 use crate::analyze::Analyzer;
 use crate::correlate::Stream;
@@ -187,15 +189,16 @@ pub fn read_ordered<T: Send>(
         decoder,
         filter,
         threads,
+        store,
     } = options;
-    let (decoder, filter, threads) = (decoder, *filter, (*threads).max(1));
+    let (decoder, filter, threads, store) = (decoder, *filter, (*threads).max(1), *store);
     // One hour decoded ahead of the one being consumed.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Bucket<T>, ReadError>>(1);
     std::thread::scope(|outer| {
         let prepare = &prepare;
         outer.spawn(move || {
             for files in buckets.values() {
-                let result = decode_bucket(plan, decoder, filter, threads, files, prepare);
+                let result = decode_bucket(plan, store, decoder, filter, threads, files, prepare);
                 let failed = result.is_err();
                 if tx.send(result).is_err() || failed {
                     return;
@@ -256,6 +259,8 @@ pub struct ReadOptions<'a> {
     pub decoder: Decoder,
     pub filter: &'a Filter,
     pub threads: usize,
+    /// Where files are read from (disk, S3, pulled event history).
+    pub store: &'a Store,
 }
 
 /// Where a replayed event came from, for its findings' evidence; `names`
@@ -317,6 +322,7 @@ struct Bucket<T> {
 
 fn decode_bucket<T: Send>(
     plan: &Plan,
+    store: &Store,
     decoder: &Decoder,
     filter: &Filter,
     threads: usize,
@@ -335,7 +341,7 @@ fn decode_bucket<T: Send>(
                         let k = next.fetch_add(1, Ordering::Relaxed);
                         let Some(&i) = files.get(k) else { break };
                         let file = &plan.files[i];
-                        let bytes = match std::fs::read(&file.path) {
+                        let bytes = match store.read(&file.path) {
                             Ok(b) => b,
                             Err(source) => {
                                 let mut slot = failure.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,6 +1,11 @@
 //! Helpers shared by integration tests.
+// Each test binary uses some of these helpers, not all.
+#![allow(dead_code)]
 
+pub mod archive;
+pub mod lookup_events;
 pub mod receiver;
+pub mod services;
 
 use std::time::{Duration, Instant};
 
