@@ -15,7 +15,6 @@
 //! their path dates and drop events outside the range.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Arc;
 
 use seamwatch::analyze::{Analyzer, Scratch};
@@ -25,10 +24,10 @@ use seamwatch::detect::loader::load_builtin_report;
 use seamwatch::event::{Decoder, FormatHint};
 use seamwatch::matrix::Matrix;
 use seamwatch::pipeline::demo::{AZURE_TOPIC, DemoRecord, GCP_TOPIC, demo_records};
-use seamwatch::replay::{Filter, ReadOptions, analyze, plan};
+use seamwatch::replay::Filter;
 
 mod common;
-use common::archive::{files, time, write_archive};
+use common::archive::{replay_ids, time, write_archive};
 
 fn analyzer() -> Analyzer {
     Analyzer::build(
@@ -37,49 +36,6 @@ fn analyzer() -> Analyzer {
         CorrelationConfig::default(),
     )
     .0
-}
-
-/// Finding ids of the archive, replayed.
-fn replay_ids(root: &Path, filter: &Filter) -> (BTreeSet<String>, u64, usize, usize) {
-    let analyzer = analyzer();
-    let plan = plan(&files(root), filter);
-    let (skipped, pruned) = (plan.digests_skipped, plan.pruned);
-    let mut stream = Stream::new();
-    let mut findings = Vec::new();
-    let mut events = 0u64;
-    let options = ReadOptions {
-        decoder: Decoder::default(),
-        filter,
-        threads: 2,
-        store: &seamwatch::replay::Store::default(),
-    };
-    analyze(
-        &plan,
-        &options,
-        &analyzer,
-        &mut stream,
-        |found| {
-            events += 1;
-            findings.append(found);
-        },
-        |_, _| {},
-        |_| {},
-    )
-    .unwrap();
-    analyzer.finish(&mut stream, &mut findings);
-    // In order means in order: nothing reached the correlator later than
-    // its allowed lateness, across files and across hours.
-    assert_eq!(
-        analyzer.correlator().stats().late,
-        0,
-        "late events in replay"
-    );
-    (
-        findings.into_iter().map(|f| f.id).collect(),
-        events,
-        skipped,
-        pruned,
-    )
 }
 
 /// Finding ids of the same records fed one by one in event-time order.
@@ -126,7 +82,7 @@ fn archive_layouts_replay_to_the_findings_of_time_ordered_input() {
     assert!(broken > 0, "the demo corpus carries broken records");
 
     let all = Filter::default();
-    let (replayed, events, digests, pruned) = replay_ids(dir.path(), &all);
+    let (replayed, events, digests, pruned) = replay_ids(&analyzer(), dir.path(), &all);
     let (expected, expected_events) = sorted_ids(&records, &all);
     assert!(digests > 10, "digest files skipped: {digests}");
     assert_eq!(pruned, 0);
@@ -158,11 +114,11 @@ fn since_and_until_prune_files_by_path_and_events_by_time() {
         until: Some(until),
         ..Filter::default()
     };
-    let (_, events, _, pruned) = replay_ids(dir.path(), &filter);
+    let (_, events, _, pruned) = replay_ids(&analyzer(), dir.path(), &filter);
     let (_, expected_events) = sorted_ids(&records, &filter);
     assert!(pruned > 0, "no file was pruned by its path date");
     assert_eq!(events, expected_events);
     assert!(events > 0);
-    let (_, all_events, _, _) = replay_ids(dir.path(), &Filter::default());
+    let (_, all_events, _, _) = replay_ids(&analyzer(), dir.path(), &Filter::default());
     assert!(events < all_events);
 }

@@ -148,10 +148,7 @@ fn s3_archive_replays_to_the_findings_of_the_same_files_on_disk() {
     let (local_out, s3_out) = (dir.path().join("local.jsonl"), dir.path().join("s3.jsonl"));
 
     let local = replay(&[archive.to_str().unwrap()], &local_out);
-    let remote = replay(
-        &[&url, "--endpoint-url", &s3.endpoint],
-        &s3_out,
-    );
+    let remote = replay(&[&url, "--endpoint-url", &s3.endpoint], &s3_out);
     let (expected, got) = (finding_ids(&local_out), finding_ids(&s3_out));
     assert!(
         expected.values().map(BTreeSet::len).sum::<usize>() > 50,
@@ -182,11 +179,7 @@ fn s3_archive_replays_to_the_findings_of_the_same_files_on_disk() {
         &local_out,
     );
     let remote = replay(
-        &[
-            &[&url, "--endpoint-url", &s3.endpoint][..],
-            &range[..],
-        ]
-        .concat(),
+        &[&[&url, "--endpoint-url", &s3.endpoint][..], &range[..]].concat(),
         &s3_out,
     );
     assert_eq!(finding_ids(&s3_out), finding_ids(&local_out));

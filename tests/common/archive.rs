@@ -5,8 +5,14 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, TimeZone, Utc};
+use seamwatch::analyze::Analyzer;
+use seamwatch::correlate::Stream;
+use seamwatch::event::Decoder;
 use seamwatch::pipeline::demo::{AZURE_TOPIC, CLOUDTRAIL_TOPIC, DemoRecord, GCP_TOPIC};
+use seamwatch::replay::{Filter, ReadOptions, Store, analyze, plan};
 
 pub fn time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).unwrap()
@@ -137,4 +143,50 @@ pub fn files(root: &Path) -> Vec<PathBuf> {
         .collect();
     out.sort();
     out
+}
+
+/// Finding ids of the archive, replayed.
+pub fn replay_ids(
+    analyzer: &Analyzer,
+    root: &Path,
+    filter: &Filter,
+) -> (BTreeSet<String>, u64, usize, usize) {
+    let plan = plan(&files(root), filter);
+    let (skipped, pruned) = (plan.digests_skipped, plan.pruned);
+    let mut stream = Stream::new();
+    let mut findings = Vec::new();
+    let mut events = 0u64;
+    let options = ReadOptions {
+        decoder: Decoder::default(),
+        filter,
+        threads: 2,
+        store: &Store::default(),
+    };
+    analyze(
+        &plan,
+        &options,
+        analyzer,
+        &mut stream,
+        |found| {
+            events += 1;
+            findings.append(found);
+        },
+        |_, _| {},
+        |_| {},
+    )
+    .unwrap();
+    analyzer.finish(&mut stream, &mut findings);
+    // In order means in order: nothing reached the correlator later than
+    // its allowed lateness, across files and across hours.
+    assert_eq!(
+        analyzer.correlator().stats().late,
+        0,
+        "late events in replay"
+    );
+    (
+        findings.into_iter().map(|f| f.id).collect(),
+        events,
+        skipped,
+        pruned,
+    )
 }
