@@ -1,12 +1,13 @@
 //! Replay of a gzipped CloudTrail archive in the S3 layout, end to end:
-//! generate N synthetic CloudTrail events (seeded, ~1.2 KB each) into
+//! generate N synthetic CloudTrail events (seeded, ~750 bytes each) into
 //! `AWSLogs/<account>/CloudTrail/<region>/<y>/<m>/<d>/…json.gz` files of 5
 //! minutes each, then plan, read on all cores, order by event time and run
 //! the built-in pack (detection and correlation) on them. Prints events/s,
 //! MB/s (compressed and uncompressed) and the peak RSS.
 //!
 //! `cargo bench --bench replay` (N = 500 000; `SEAMWATCH_BENCH_EVENTS`
-//! changes it; the archive is generated once per run in a temp folder).
+//! changes it; the archive is generated in a temp folder, or kept in
+//! `SEAMWATCH_BENCH_DIR` and reused by later runs with the same N).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -34,12 +35,10 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn main() {
-    let n: usize = std::env::var("SEAMWATCH_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(500_000);
-    let dir = tempfile::tempdir().expect("tempdir");
+/// Writes `n` events as gzipped `Records` files, one per account and
+/// 5-minute delivery, as it goes (the generator runs in time order, so only
+/// one delivery is held at a time); returns the JSON and gzipped sizes.
+fn generate(root: &std::path::Path, n: usize) -> (u64, u64) {
     let mut generator = Generator::new(SynthConfig {
         principals: 20_000,
         accounts: 20,
@@ -47,40 +46,88 @@ fn main() {
         ..SynthConfig::default()
     });
     let started = Instant::now();
-    let mut files: BTreeMap<(String, i64), Vec<String>> = BTreeMap::new();
-    let mut raw_bytes = 0u64;
+    let (mut raw_bytes, mut gz_bytes, mut count) = (0u64, 0u64, 0usize);
+    let mut files: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut current = None;
+    let mut write = |delivery: i64, files: &mut BTreeMap<String, Vec<String>>| {
+        let at = Utc.timestamp_millis_opt(delivery).unwrap();
+        for (account, events) in std::mem::take(files) {
+            let path = root.join(format!(
+                "AWSLogs/{account}/CloudTrail/us-east-1/{}/{account}_CloudTrail_us-east-1_{}_bench.json.gz",
+                at.format("%Y/%m/%d"),
+                at.format("%Y%m%dT%H%MZ")
+            ));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let mut body = String::from("{\"Records\":[");
+            body.push_str(&events.join(","));
+            body.push_str("]}");
+            let mut enc =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(body.as_bytes()).unwrap();
+            let gz = enc.finish().unwrap();
+            gz_bytes += gz.len() as u64;
+            count += 1;
+            std::fs::write(&path, gz).unwrap();
+        }
+    };
     for _ in 0..n {
         let e = generator.next_event();
         raw_bytes += e.json.len() as u64;
         let delivery = e.time_ms.div_euclid(300_000) * 300_000 + 300_000;
-        files.entry((e.account, delivery)).or_default().push(e.json);
+        if let Some(previous) = current.filter(|&p| p != delivery) {
+            write(previous, &mut files);
+        }
+        current = Some(delivery);
+        files.entry(e.account).or_default().push(e.json);
     }
-    let mut gz_bytes = 0u64;
-    for ((account, delivery), events) in &files {
-        let at = Utc.timestamp_millis_opt(*delivery).unwrap();
-        let path = dir.path().join(format!(
-            "AWSLogs/{account}/CloudTrail/us-east-1/{}/{account}_CloudTrail_us-east-1_{}_bench.json.gz",
-            at.format("%Y/%m/%d"),
-            at.format("%Y%m%dT%H%MZ")
-        ));
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let mut body = String::from("{\"Records\":[");
-        body.push_str(&events.join(","));
-        body.push_str("]}");
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        enc.write_all(body.as_bytes()).unwrap();
-        let gz = enc.finish().unwrap();
-        gz_bytes += gz.len() as u64;
-        std::fs::write(&path, gz).unwrap();
+    if let Some(last) = current {
+        write(last, &mut files);
     }
     eprintln!(
-        "generated {n} events in {} files ({:.0} MB JSON, {:.0} MB gzipped) in {:.1} s",
-        files.len(),
+        "generated {n} events in {count} files ({:.0} MB JSON, {:.0} MB gzipped) in {:.1} s",
         raw_bytes as f64 / 1e6,
         gz_bytes as f64 / 1e6,
         started.elapsed().as_secs_f64()
     );
-    drop(files);
+    (raw_bytes, gz_bytes)
+}
+
+fn main() {
+    let n: usize = std::env::var("SEAMWATCH_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500_000);
+    // `SEAMWATCH_BENCH_DIR` keeps the archive between runs (generated when
+    // the folder holds none), so that a profile shows the replay alone.
+    let temp;
+    let root = match std::env::var_os("SEAMWATCH_BENCH_DIR") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => {
+            temp = tempfile::tempdir().expect("tempdir");
+            temp.path().to_owned()
+        }
+    };
+    let meta = root.join("bench-archive.json");
+    let (raw_bytes, gz_bytes) = match std::fs::read(&meta)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .filter(|m| m["events"].as_u64() == Some(n as u64))
+    {
+        Some(m) => {
+            eprintln!("reusing the archive in {}", root.display());
+            (m["json_bytes"].as_u64().unwrap_or(0), m["gz_bytes"].as_u64().unwrap_or(0))
+        }
+        None => {
+            let _ = std::fs::remove_dir_all(root.join("AWSLogs"));
+            let sizes = generate(&root, n);
+            std::fs::write(
+                &meta,
+                serde_json::json!({"events": n, "json_bytes": sizes.0, "gz_bytes": sizes.1}).to_string(),
+            )
+            .unwrap();
+            sizes
+        }
+    };
 
     let analyzer = Analyzer::build(
         load_builtin_report().unwrap(),
@@ -88,7 +135,7 @@ fn main() {
         CorrelationConfig::default(),
     )
     .0;
-    let paths: Vec<_> = walkdir::WalkDir::new(dir.path())
+    let paths: Vec<_> = walkdir::WalkDir::new(root.join("AWSLogs"))
         .into_iter()
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_file())

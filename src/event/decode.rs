@@ -286,6 +286,18 @@ impl Decoder {
         Decoder { hint, limits }
     }
 
+    /// A gzipped payload inflated (within the document size limit), so that
+    /// the events [`Decoder::decode`] finds in it can borrow from a buffer
+    /// the caller keeps; `None` for a payload that is not gzip or does not
+    /// inflate (decoding it reports why).
+    pub fn inflate_gzip(&self, payload: &[u8]) -> Option<Vec<u8>> {
+        if payload.starts_with(&GZIP_MAGIC) {
+            inflate(payload, self.limits.max_document_bytes).ok()
+        } else {
+            None
+        }
+    }
+
     /// Decodes one payload and calls `sink` once per record found in it.
     pub fn decode<F>(&self, payload: &[u8], sink: &mut F)
     where

@@ -422,18 +422,44 @@ impl<'a> AuditEvent<'a> {
 
     /// Detaches the event from the buffer it was parsed from.
     pub fn into_owned(self) -> AuditEvent<'static> {
-        fn own(s: Str<'_>) -> Str<'static> {
-            Cow::Owned(s.into_owned())
-        }
-        fn own_opt(s: Option<Str<'_>>) -> Option<Str<'static>> {
-            s.map(own)
-        }
+        // No text lies inside an empty base: every string is copied.
+        self.rebase("")
+    }
+
+    /// The event with every string it borrows from inside `base` borrowed
+    /// from `base` instead, and any other borrowed string copied: an event
+    /// parsed from a buffer, re-tied to a longer-lived view of that same
+    /// buffer without copying it (strings the parser had to unescape, or
+    /// that came from elsewhere, are owned already or copied).
+    pub fn rebase<'b>(self, base: &'b str) -> AuditEvent<'b> {
+        let range = base.as_ptr() as usize..base.as_ptr() as usize + base.len();
+        let own = |s: Str<'_>| -> Str<'b> {
+            match s {
+                Cow::Owned(s) => Cow::Owned(s),
+                Cow::Borrowed(s) => {
+                    let start = s.as_ptr() as usize;
+                    if range.contains(&start) && start + s.len() <= range.end {
+                        let at = start - range.start;
+                        match base.get(at..at + s.len()) {
+                            Some(inside) => Cow::Borrowed(inside),
+                            None => Cow::Owned(s.to_owned()),
+                        }
+                    } else {
+                        Cow::Owned(s.to_owned())
+                    }
+                }
+            }
+        };
+        let own_opt = |s: Option<Str<'_>>| s.map(own);
         let p = self.principal;
         AuditEvent {
             cloud: self.cloud,
             shape: self.shape,
             time: self.time,
-            event_id: self.event_id.into_owned(),
+            event_id: match self.event_id {
+                EventId::Native(id) => EventId::Native(own(id)),
+                EventId::Hash(hash) => EventId::Hash(hash),
+            },
             account: own_opt(self.account),
             region: own_opt(self.region),
             service: own(self.service),

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use chrono::{DateTime, Timelike, Utc};
+use chrono::{DateTime, Utc};
 
 pub use layout::{ArchiveFile, Layout, classify, classify_prefix};
 pub use source::{AwsOptions, SourceError, Store};
@@ -107,13 +107,37 @@ pub fn plan(files: &[PathBuf], filter: &Filter) -> Plan {
     plan
 }
 
-/// One event of a replay, detached from its file's bytes.
-pub struct ReplayEvent {
-    pub event: AuditEvent<'static>,
+/// One event of a replay, borrowed from its file's decompressed bytes.
+pub struct ReplayEvent<'a> {
+    pub event: AuditEvent<'a>,
     /// Index into [`Plan::files`].
     pub file: usize,
     pub line: u64,
     pub index: u32,
+}
+
+type Events<'a> = Vec<ReplayEvent<'a>>;
+
+self_cell::self_cell!(
+    /// A file's decompressed bytes and the events decoded from them, which
+    /// borrow those bytes: nothing is copied out of the file.
+    struct FileEvents {
+        owner: Vec<u8>,
+        // SmallVec makes events invariant over their lifetime.
+        #[not_covariant]
+        dependent: Events,
+    }
+);
+
+/// A decoded file: its events, what `prepare` made of each (taken when the
+/// event reaches the sink), its decode counts, events filtered out, bytes
+/// read.
+struct DecodedFile<T> {
+    events: FileEvents,
+    prepared: Vec<Option<T>>,
+    stats: DecodeStats,
+    filtered: u64,
+    bytes: u64,
 }
 
 /// Why a file could not be read.
@@ -135,17 +159,26 @@ pub struct ReadStats {
     pub files: usize,
 }
 
-/// One file's outcome: its position in the bucket, its events, its decode
-/// counts, events filtered out, bytes read.
-type FileResult<T> = (usize, Vec<(ReplayEvent, T)>, DecodeStats, u64, u64);
+
+/// The width of a bucket: files are grouped by the 5 minutes in which their
+/// period starts. Narrow buckets hold few events at a time (a CloudTrail
+/// file's events wait at most for the files whose periods overlap theirs).
+const BUCKET_SECS: i64 = 300;
 
 fn bucket_of(f: &ArchiveFile) -> i64 {
     f.period.map_or(i64::MIN, |(start, _)| {
-        start
-            .with_minute(0)
-            .and_then(|t| t.with_second(0))
-            .map_or(start.timestamp(), |t| t.timestamp())
+        start.timestamp().div_euclid(BUCKET_SECS) * BUCKET_SECS
     })
+}
+
+/// An event's place in the merge: its time, then its bucket, file and
+/// position (ties keep file and record order).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Entry {
+    time: Option<DateTime<Utc>>,
+    bucket: u32,
+    file: u32,
+    event: u32,
 }
 
 /// Reads every planned file, bucket by bucket in time order, decoding on
@@ -156,12 +189,14 @@ fn bucket_of(f: &ArchiveFile) -> i64 {
 ///
 /// `prepare` runs on the decoding threads, once per kept event, for work
 /// that needs no order (detection); its result reaches `sink` with the
-/// event. The next hour is decoded while `sink` works through this one.
+/// event. The next bucket is decoded while `sink` works through this one.
+/// Events borrow their file's decompressed bytes, which are kept until the
+/// last of its events has reached the sink.
 pub fn read_ordered<T: Send>(
     plan: &Plan,
     options: &ReadOptions<'_>,
-    prepare: impl Fn(&ReplayEvent) -> T + Sync,
-    mut sink: impl FnMut(&ReplayEvent, T),
+    prepare: impl Fn(&ReplayEvent<'_>) -> T + Sync,
+    mut sink: impl FnMut(&ReplayEvent<'_>, T),
     mut rejected: impl FnMut(usize, ErrorReason),
     mut progress: impl FnMut(&ReadStats),
 ) -> Result<ReadStats, ReadError> {
@@ -170,7 +205,7 @@ pub fn read_ordered<T: Send>(
         buckets.entry(bucket_of(f)).or_default().push(i);
     }
     // Events of a bucket at or after the earliest start of the next
-    // bucket's files wait for that bucket, so that hours overlapping in
+    // bucket's files wait for that bucket, so that periods overlapping in
     // event time merge in order; the last bucket lets everything through.
     let starts: Vec<Option<DateTime<Utc>>> = buckets
         .values()
@@ -192,7 +227,7 @@ pub fn read_ordered<T: Send>(
         store,
     } = options;
     let (decoder, filter, threads, store) = (decoder, *filter, (*threads).max(1), *store);
-    // One hour decoded ahead of the one being consumed.
+    // One bucket decoded ahead of the one being consumed.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Bucket<T>, ReadError>>(1);
     std::thread::scope(|outer| {
         let prepare = &prepare;
@@ -205,38 +240,55 @@ pub fn read_ordered<T: Send>(
                 }
             }
         });
-        let mut carry: Vec<(ReplayEvent, T)> = Vec::new();
+        // Buckets whose events are still to reach the sink, by number.
+        let mut live: BTreeMap<u32, Bucket<T>> = BTreeMap::new();
+        let mut carry: Vec<Entry> = Vec::new();
+        let mut emit = |live: &mut BTreeMap<u32, Bucket<T>>, entries: &[Entry]| {
+            for entry in entries {
+                let Some(bucket) = live.get_mut(&entry.bucket) else {
+                    continue;
+                };
+                let file = &mut bucket.files[entry.file as usize];
+                if let Some(prepared) = file.prepared[entry.event as usize].take() {
+                    file.events.with_dependent(|_, events| {
+                        sink(&events[entry.event as usize], prepared);
+                    });
+                }
+            }
+        };
         for (k, bucket) in rx.into_iter().enumerate() {
-            let bucket = bucket?;
-            for (local, filtered, bytes) in &bucket.files {
-                stats.decode.merge(local);
-                stats.filtered += filtered;
-                stats.bytes += bytes;
+            let mut bucket = bucket?;
+            let number = k as u32;
+            for file in &bucket.files {
+                stats.decode.merge(&file.stats);
+                stats.filtered += file.filtered;
+                stats.bytes += file.bytes;
                 stats.files += 1;
             }
-            for (file, reason) in bucket.errors {
+            for (file, reason) in std::mem::take(&mut bucket.errors) {
                 rejected(file, reason);
             }
-            let mut merged = merge(std::mem::take(&mut carry), bucket.events);
+            let order = bucket.order(number);
+            live.insert(number, bucket);
+            let mut merged = merge(std::mem::take(&mut carry), order);
             if let Some(cutoff) = cutoffs.get(k).copied().flatten() {
-                let split = merged.partition_point(|(e, _)| e.event.time < Some(cutoff));
+                let split = merged.partition_point(|e| e.time < Some(cutoff));
                 carry = merged.split_off(split);
             }
-            for (event, prepared) in merged {
-                sink(&event, prepared);
-            }
+            emit(&mut live, &merged);
+            // A bucket none of whose events wait any more is dropped.
+            let oldest = carry.iter().map(|e| e.bucket).min().unwrap_or(u32::MAX);
+            live.retain(|&n, _| n >= oldest);
             progress(&stats);
         }
-        for (event, prepared) in carry {
-            sink(&event, prepared);
-        }
+        emit(&mut live, &carry);
         Ok(stats)
     })
 }
 
-/// Merges two lists sorted by event time; on ties `a` (from earlier files)
-/// comes first.
-fn merge<T>(a: Vec<(ReplayEvent, T)>, b: Vec<(ReplayEvent, T)>) -> Vec<(ReplayEvent, T)> {
+/// Merges two lists sorted by event time; on ties `a` (from earlier
+/// buckets) comes first.
+fn merge(a: Vec<Entry>, b: Vec<Entry>) -> Vec<Entry> {
     if a.is_empty() {
         return b;
     }
@@ -244,7 +296,7 @@ fn merge<T>(a: Vec<(ReplayEvent, T)>, b: Vec<(ReplayEvent, T)>) -> Vec<(ReplayEv
     let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
     loop {
         let take_a = match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) => x.0.event.time <= y.0.event.time,
+            (Some(x), Some(y)) => x.time <= y.time,
             (Some(_), None) => true,
             (None, Some(_)) => false,
             (None, None) => return out,
@@ -265,7 +317,7 @@ pub struct ReadOptions<'a> {
 
 /// Where a replayed event came from, for its findings' evidence; `names`
 /// holds the plan's file paths as text.
-pub fn source_of<'a>(names: &'a [String], e: &ReplayEvent) -> SourceRef<'a> {
+pub fn source_of<'a>(names: &'a [String], e: &ReplayEvent<'_>) -> SourceRef<'a> {
     SourceRef::File {
         path: &names[e.file],
         line: e.line,
@@ -312,12 +364,80 @@ pub fn analyze(
     )
 }
 
-/// One hour, decoded and sorted by event time.
+
+/// One bucket of files, decoded.
 struct Bucket<T> {
-    events: Vec<(ReplayEvent, T)>,
-    /// Per file: decode counts, events filtered out, bytes read.
-    files: Vec<(DecodeStats, u64, u64)>,
+    /// In plan order.
+    files: Vec<DecodedFile<T>>,
     errors: Vec<(usize, ErrorReason)>,
+}
+
+impl<T> Bucket<T> {
+    /// The bucket's events in event-time order (stable: ties keep file and
+    /// record order).
+    fn order(&self, bucket: u32) -> Vec<Entry> {
+        let mut order: Vec<Entry> =
+            Vec::with_capacity(self.files.iter().map(|f| f.prepared.len()).sum());
+        for (file, decoded) in self.files.iter().enumerate() {
+            decoded.events.with_dependent(|_, events| {
+                order.extend(events.iter().enumerate().map(|(event, e)| Entry {
+                    time: e.event.time,
+                    bucket,
+                    file: file as u32,
+                    event: event as u32,
+                }));
+            });
+        }
+        order.sort_unstable();
+        order
+    }
+}
+
+/// Reads and decodes one file: its events (kept ones, borrowing the
+/// decompressed bytes), `prepare`'s result for each, and its records that
+/// did not parse.
+fn decode_file<T>(
+    index: usize,
+    bytes: Vec<u8>,
+    decoder: &Decoder,
+    filter: &Filter,
+    prepare: &(impl Fn(&ReplayEvent<'_>) -> T + Sync),
+    errors: &mut Vec<(usize, ErrorReason)>,
+) -> DecodedFile<T> {
+    let read = bytes.len() as u64;
+    // Inflated here rather than by the decoder, so that the events can
+    // borrow the inflated bytes; a payload that does not inflate is handed
+    // to the decoder as it is, which reports why.
+    let text = decoder.inflate_gzip(&bytes).unwrap_or(bytes);
+    let (mut stats, mut filtered) = (DecodeStats::default(), 0u64);
+    let events = FileEvents::new(text, |text| {
+        let mut events = Vec::new();
+        // Events borrow the text where they can (all of it, when the file
+        // is valid UTF-8: the common case).
+        let base = simdutf8::basic::from_utf8(text).unwrap_or("");
+        decoder.decode(text, &mut |d: Decoded<'_>| {
+            stats.record(&d);
+            match d.result {
+                Ok(event) if filter.keeps_event(&event) => events.push(ReplayEvent {
+                    event: event.rebase(base),
+                    file: index,
+                    line: d.location.line,
+                    index: d.location.index,
+                }),
+                Ok(_) => filtered += 1,
+                Err(e) => errors.push((index, e.reason)),
+            }
+        });
+        events
+    });
+    let prepared = events.with_dependent(|_, events| events.iter().map(|e| Some(prepare(e))).collect());
+    DecodedFile {
+        events,
+        prepared,
+        stats,
+        filtered,
+        bytes: read,
+    }
 }
 
 fn decode_bucket<T: Send>(
@@ -327,103 +447,62 @@ fn decode_bucket<T: Send>(
     filter: &Filter,
     threads: usize,
     files: &[usize],
-    prepare: &(impl Fn(&ReplayEvent) -> T + Sync),
+    prepare: &(impl Fn(&ReplayEvent<'_>) -> T + Sync),
 ) -> Result<Bucket<T>, ReadError> {
-    {
-        let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<FileResult<T>>> = Mutex::new(Vec::new());
-        let failure: Mutex<Option<ReadError>> = Mutex::new(None);
-        let errors: Mutex<Vec<(usize, ErrorReason)>> = Mutex::new(Vec::new());
-        std::thread::scope(|scope| {
-            for _ in 0..threads.min(files.len()) {
-                scope.spawn(|| {
-                    loop {
-                        let k = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&i) = files.get(k) else { break };
-                        let file = &plan.files[i];
-                        let bytes = match store.read(&file.path) {
-                            Ok(b) => b,
-                            Err(source) => {
-                                let mut slot = failure.lock().unwrap_or_else(|e| e.into_inner());
-                                slot.get_or_insert(ReadError {
-                                    path: file.path.clone(),
-                                    source,
-                                });
-                                break;
-                            }
-                        };
-                        let decoder = Decoder {
-                            hint: if decoder.hint == crate::event::FormatHint::Auto {
-                                file.hint()
-                            } else {
-                                decoder.hint
-                            },
-                            ..*decoder
-                        };
-                        let mut events = Vec::new();
-                        let mut local = DecodeStats::default();
-                        let mut filtered = 0u64;
-                        let mut bad = Vec::new();
-                        decoder.decode(&bytes, &mut |d: Decoded<'_>| {
-                            local.record(&d);
-                            match d.result {
-                                Ok(event) if filter.keeps_event(&event) => {
-                                    let event = ReplayEvent {
-                                        event: event.into_owned(),
-                                        file: i,
-                                        line: d.location.line,
-                                        index: d.location.index,
-                                    };
-                                    let prepared = prepare(&event);
-                                    events.push((event, prepared));
-                                }
-                                Ok(_) => filtered += 1,
-                                Err(e) => bad.push((i, e.reason)),
-                            }
-                        });
-                        errors.lock().unwrap_or_else(|e| e.into_inner()).extend(bad);
-                        results.lock().unwrap_or_else(|e| e.into_inner()).push((
-                            k,
-                            events,
-                            local,
-                            filtered,
-                            bytes.len() as u64,
-                        ));
-                    }
-                });
-            }
-        });
-        if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            return Err(e);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, DecodedFile<T>)>> = Mutex::new(Vec::new());
+    let failure: Mutex<Option<ReadError>> = Mutex::new(None);
+    let errors: Mutex<Vec<(usize, ErrorReason)>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.min(files.len()) {
+            scope.spawn(|| {
+                let mut bad = Vec::new();
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = files.get(k) else { break };
+                    let file = &plan.files[i];
+                    let bytes = match store.read(&file.path) {
+                        Ok(b) => b,
+                        Err(source) => {
+                            let mut slot = failure.lock().unwrap_or_else(|e| e.into_inner());
+                            slot.get_or_insert(ReadError {
+                                path: file.path.clone(),
+                                source,
+                            });
+                            break;
+                        }
+                    };
+                    let decoder = Decoder {
+                        hint: if decoder.hint == crate::event::FormatHint::Auto {
+                            file.hint()
+                        } else {
+                            decoder.hint
+                        },
+                        ..*decoder
+                    };
+                    let decoded = decode_file(i, bytes, &decoder, filter, prepare, &mut bad);
+                    results
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((k, decoded));
+                }
+                errors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(bad);
+            });
         }
-        let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-        // File order first, so that the stable sort below breaks ties the
-        // same way on every run.
-        results.sort_by_key(|r| r.0);
-        let mut bucket = Bucket {
-            events: Vec::new(),
-            files: Vec::with_capacity(results.len()),
-            errors: errors.into_inner().unwrap_or_else(|e| e.into_inner()),
-        };
-        for (_, events, local, filtered, bytes) in results {
-            bucket.files.push((local, filtered, bytes));
-            bucket.events.extend(events);
-        }
-        // Sort keys, not the events (hundreds of bytes each), then move
-        // each event once into its place.
-        let mut order: Vec<(Option<DateTime<Utc>>, u32)> = bucket
-            .events
-            .iter()
-            .enumerate()
-            .map(|(i, (e, _))| (e.event.time, i as u32))
-            .collect();
-        order.sort_by_key(|&(time, i)| (time, i));
-        let mut slots: Vec<Option<(ReplayEvent, T)>> =
-            bucket.events.into_iter().map(Some).collect();
-        bucket.events = order
-            .into_iter()
-            .filter_map(|(_, i)| slots[i as usize].take())
-            .collect();
-        Ok(bucket)
+    });
+    if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
     }
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    // Plan order, so that ties break the same way on every run.
+    results.sort_by_key(|r| r.0);
+    let mut errors = errors.into_inner().unwrap_or_else(|e| e.into_inner());
+    errors.sort_by_key(|e| e.0);
+    Ok(Bucket {
+        files: results.into_iter().map(|(_, f)| f).collect(),
+        errors,
+    })
 }
