@@ -61,8 +61,7 @@ fn generate(root: &std::path::Path, n: usize) -> (u64, u64) {
             let mut body = String::from("{\"Records\":[");
             body.push_str(&events.join(","));
             body.push_str("]}");
-            let mut enc =
-                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
             enc.write_all(body.as_bytes()).unwrap();
             let gz = enc.finish().unwrap();
             gz_bytes += gz.len() as u64;
@@ -115,14 +114,18 @@ fn main() {
     {
         Some(m) => {
             eprintln!("reusing the archive in {}", root.display());
-            (m["json_bytes"].as_u64().unwrap_or(0), m["gz_bytes"].as_u64().unwrap_or(0))
+            (
+                m["json_bytes"].as_u64().unwrap_or(0),
+                m["gz_bytes"].as_u64().unwrap_or(0),
+            )
         }
         None => {
             let _ = std::fs::remove_dir_all(root.join("AWSLogs"));
             let sizes = generate(&root, n);
             std::fs::write(
                 &meta,
-                serde_json::json!({"events": n, "json_bytes": sizes.0, "gz_bytes": sizes.1}).to_string(),
+                serde_json::json!({"events": n, "json_bytes": sizes.0, "gz_bytes": sizes.1})
+                    .to_string(),
             )
             .unwrap();
             sizes

@@ -20,6 +20,8 @@
 //!   and JSON Lines, with retries, signatures and dead letters.
 //! - [`pipeline`]: the Kafka consumer that feeds the analyzer and commits
 //!   offsets only after the outbox has the findings.
+//! - [`admin`]: the admin HTTP server: probes, Prometheus metrics, the
+//!   live findings feed (JSON and Server-Sent Events) and its web view.
 //! - [`config`]: the configuration file, validated in two steps.
 //! - [`synth`]: reproducible synthetic CloudTrail traffic (tests, benchmarks).
 //! - [`cli`]: the command-line interface (`seamwatch parse`, …).
@@ -27,6 +29,7 @@
 //! Detection and correlation never need to know where an event came from,
 //! which is what makes replay give the same findings as live processing.
 
+pub mod admin;
 pub mod alert;
 pub mod analyze;
 pub mod cli;

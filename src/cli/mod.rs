@@ -9,6 +9,7 @@ mod parse;
 mod replay;
 mod rules;
 mod run;
+mod tail;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -54,6 +55,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// The whole pipeline on an in-process Kafka cluster with bundled traffic.
     Demo(run::DemoArgs),
+    /// Follow the findings of a running `seamwatch run`, one line each.
+    Tail(tail::TailArgs),
     /// Inspect, re-drive or purge the alert outbox; deliver what waits.
     Outbox(outbox::OutboxArgs),
     /// Test and check detection rules.
@@ -83,6 +86,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args, &config),
         Command::Demo(args) => run::demo(args, &config),
         Command::Outbox(args) => outbox::run(args, &config),
+        Command::Tail(args) => tail::run(args, &config),
         Command::Rules(command) => rules::run(command),
         Command::Matrix(command) => matrix::run(command),
     };

@@ -18,6 +18,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use super::replay::{DetectionArgs, build_analyzer, load_matrix};
+use crate::admin::{AdminState, FindingsHub, HubSink};
 use crate::alert::config::AlertsConfig;
 use crate::alert::deliver::{Destination, Dispatcher, Policy};
 use crate::alert::store::Outbox;
@@ -41,6 +42,12 @@ pub struct RunArgs {
     /// Also print each finding on stdout as it is found.
     #[arg(long)]
     pub print: bool,
+    /// Where the admin server listens [default: `[admin] listen`, 127.0.0.1:9464].
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<std::net::SocketAddr>,
+    /// Do not start the admin server.
+    #[arg(long, conflicts_with = "admin")]
+    pub no_admin: bool,
 }
 
 #[derive(Debug, Args)]
@@ -126,21 +133,43 @@ pub fn run(args: RunArgs, config: &Config) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!(e))?,
     );
     let dispatcher = start_dispatcher(&store, alerts, Some(&client))?;
-    let outbox: Arc<dyn FindingSink> = store.clone();
-    let sink: Arc<dyn FindingSink> = if args.print {
-        Arc::new(Tee(vec![
-            outbox,
-            Arc::new(Printer {
-                quiet: false,
-                by_rule: Default::default(),
-            }),
-        ]))
-    } else {
-        outbox
-    };
+    let mut admin = config.admin.clone();
+    admin.enabled &= !args.no_admin;
+    if let Some(addr) = args.admin {
+        admin.listen = addr;
+    }
+    let token = if admin.enabled { admin.token()? } else { None };
+    let hub = Arc::new(FindingsHub::new(admin.recent));
+    // The outbox first: the feed shows what it has made durable.
+    let mut sinks: Vec<Arc<dyn FindingSink>> =
+        vec![store.clone(), Arc::new(HubSink::new(hub.clone()))];
+    if args.print {
+        sinks.push(Arc::new(Printer {
+            quiet: false,
+            by_rule: Default::default(),
+        }));
+    }
+    let sink: Arc<dyn FindingSink> = Arc::new(Tee(sinks));
     let metrics = Arc::new(Metrics::default());
     let stop = Arc::new(AtomicBool::new(false));
     let rt = runtime()?;
+    let admin_stop = tokio::sync::watch::Sender::new(false);
+    if admin.enabled {
+        let state = Arc::new(AdminState {
+            hub,
+            metrics: metrics.clone(),
+            analyzer: Some(analyzer.clone()),
+            outbox: Some(store.clone()),
+            sinks: dispatcher.stats.clone(),
+            token,
+            silent_after: admin.silent_after,
+        });
+        let mut stopped = admin_stop.subscribe();
+        let (addr, _) = rt.block_on(crate::admin::serve(admin.listen, state, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }))?;
+        eprintln!("admin server on http://{addr}/ (web view, /metrics, /findings/stream)");
+    }
     let summary = rt.block_on(async {
         let signal_stop = stop.clone();
         tokio::spawn(async move {
@@ -159,6 +188,7 @@ pub fn run(args: RunArgs, config: &Config) -> anyhow::Result<ExitCode> {
         )
         .await
     })?;
+    admin_stop.send_replace(true);
     eprintln!(
         "consumed {} messages: {} events, {} rejected ({} dead-lettered), {} findings; commit lag at exit {}",
         summary.messages,

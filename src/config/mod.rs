@@ -38,6 +38,7 @@ pub struct Config {
     pub correlation: CorrelationConfig,
     pub kafka: KafkaConfig,
     pub alerts: crate::alert::config::AlertsConfig,
+    pub admin: crate::admin::AdminConfig,
 }
 
 /// `[input]`: what the sources carry.

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use hdrhistogram::Histogram;
@@ -21,6 +21,13 @@ pub struct Metrics {
     pub committed_batches: AtomicU64,
     /// High watermark − committed offset, per partition, refreshed every 10 s.
     pub commit_lag: DashMap<(String, i32), i64>,
+    /// Partitions assigned to this member now.
+    pub assigned: AtomicU64,
+    /// Set when the pipeline failed (the outbox refused findings): not ready.
+    pub failed: AtomicBool,
+    /// Wall-clock time (Unix ms) of the last event per topic and cloud, to
+    /// tell a silent source.
+    pub last_seen: DashMap<(String, &'static str), i64>,
     event_latency: Mutex<Histogram<u64>>,
     append_latency: Mutex<Histogram<u64>>,
 }
@@ -40,6 +47,9 @@ impl Default for Metrics {
             dead_lettered: AtomicU64::new(0),
             committed_batches: AtomicU64::new(0),
             commit_lag: DashMap::new(),
+            assigned: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+            last_seen: DashMap::new(),
             event_latency: Mutex::new(histogram()),
             append_latency: Mutex::new(histogram()),
         }
@@ -83,16 +93,21 @@ pub struct Latency {
     pub count: u64,
     pub p50: u64,
     pub p99: u64,
+    pub p999: u64,
     pub max: u64,
+    /// Sum of the recorded values (ms), as near as the histogram knows.
+    pub sum: u64,
 }
 
 impl Latency {
-    fn of(h: &Histogram<u64>) -> Latency {
+    pub fn of(h: &Histogram<u64>) -> Latency {
         Latency {
             count: h.len(),
             p50: h.value_at_quantile(0.5),
             p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
             max: h.max(),
+            sum: (h.mean() * h.len() as f64) as u64,
         }
     }
 }
@@ -103,7 +118,11 @@ impl Metrics {
         self.findings.fetch_add(local.findings, Ordering::Relaxed);
         self.dead_lettered
             .fetch_add(local.dead_lettered, Ordering::Relaxed);
+        let now = chrono::Utc::now().timestamp_millis();
         for (key, n) in std::mem::take(&mut local.events) {
+            if n > 0 {
+                self.last_seen.insert(key.clone(), now);
+            }
             *self.events.entry(key).or_default() += n;
         }
         for (key, n) in std::mem::take(&mut local.errors) {

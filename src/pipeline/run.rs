@@ -122,6 +122,7 @@ pub struct PipelineContext {
     client: ClientConfig,
     /// How far back (append time) a newly assigned partition is re-read; 0: not at all.
     lookback_ms: i64,
+    metrics: Arc<Metrics>,
 }
 
 impl ClientContext for PipelineContext {}
@@ -253,6 +254,11 @@ impl ConsumerContext for PipelineContext {
         if let Rebalance::Assign(list) = rebalance {
             self.warm_up(consumer, list);
         }
+        if let Ok(assignment) = consumer.assignment() {
+            self.metrics
+                .assigned
+                .store(assignment.count() as u64, Ordering::Relaxed);
+        }
     }
 
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -363,6 +369,7 @@ pub async fn run(
         workers: Mutex::new(Vec::new()),
         client: client.clone(),
         lookback_ms,
+        metrics: metrics.clone(),
     };
     let consumer: StreamConsumer<PipelineContext> =
         consumer_config(kafka, &client).create_with_context(context)?;
@@ -578,6 +585,7 @@ fn advance_idle(
         tracing::error!(error = %e, "findings of idle partitions not handed to the outbox");
         *shared.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
         shared.failed.store(true, Ordering::Relaxed);
+        shared.metrics.failed.store(true, Ordering::Relaxed);
     }
     shared.metrics.merge(local);
 }
@@ -625,6 +633,7 @@ fn worker(rx: Receiver<Work>, shared: &Shared) {
                 tracing::error!(error = %e, "batch not handed to the outbox; stopping");
                 *shared.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
                 shared.failed.store(true, Ordering::Relaxed);
+                shared.metrics.failed.store(true, Ordering::Relaxed);
             }
             shared.metrics.merge(&mut local);
             let now = Instant::now();

@@ -159,7 +159,6 @@ pub struct ReadStats {
     pub files: usize,
 }
 
-
 /// The width of a bucket: files are grouped by the 5 minutes in which their
 /// period starts. Narrow buckets hold few events at a time (a CloudTrail
 /// file's events wait at most for the files whose periods overlap theirs).
@@ -364,7 +363,6 @@ pub fn analyze(
     )
 }
 
-
 /// One bucket of files, decoded.
 struct Bucket<T> {
     /// In plan order.
@@ -430,7 +428,8 @@ fn decode_file<T>(
         });
         events
     });
-    let prepared = events.with_dependent(|_, events| events.iter().map(|e| Some(prepare(e))).collect());
+    let prepared =
+        events.with_dependent(|_, events| events.iter().map(|e| Some(prepare(e))).collect());
     DecodedFile {
         events,
         prepared,
@@ -486,10 +485,7 @@ fn decode_bucket<T: Send>(
                         .unwrap_or_else(|e| e.into_inner())
                         .push((k, decoded));
                 }
-                errors
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend(bad);
+                errors.lock().unwrap_or_else(|e| e.into_inner()).extend(bad);
             });
         }
     });

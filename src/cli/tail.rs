@@ -1,0 +1,259 @@
+//! `seamwatch tail`: findings of a running `seamwatch run`, live, one line
+//! each, for the on-call engineer. It reads the admin server's recent
+//! findings, then follows its Server-Sent Events stream, reconnecting with
+//! `Last-Event-ID` (so nothing published in between is missed while the
+//! server keeps it) and saying so on stderr. Filters go to the server.
+//! Colours only on a terminal, and never with `NO_COLOR`; a closed pipe
+//! (`| head`) ends it quietly.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use owo_colors::OwoColorize;
+
+use crate::admin::{FindingFilter, Published};
+use crate::config::Config;
+use crate::detect::Severity;
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// The admin server of a running `seamwatch run` [default: from `[admin] listen`].
+    #[arg(long, env = "SEAMWATCH_URL", value_name = "URL")]
+    pub url: Option<String>,
+    /// File holding the admin bearer token (or set SEAMWATCH_ADMIN_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Minimum severity (`high`, `>=high`).
+    #[arg(long, value_name = "LEVEL")]
+    pub severity: Option<String>,
+    /// Only these clouds (aws, azure, gcp); repeatable or comma-separated.
+    #[arg(long)]
+    pub cloud: Vec<String>,
+    /// Only these accounts, subscriptions or projects.
+    #[arg(long)]
+    pub account: Vec<String>,
+    /// Only rule ids matching these globs (`aws.identity.*`).
+    #[arg(long)]
+    pub rule: Vec<String>,
+    /// Only findings owned by these teams (per the responsibility matrix).
+    #[arg(long)]
+    pub team: Vec<String>,
+    /// Only these control domains (identity, network, data, logging, guardrails, compute).
+    #[arg(long)]
+    pub domain: Vec<String>,
+    /// One JSON object per line (the feed's `{seq, received, finding}`).
+    #[arg(long)]
+    pub json: bool,
+    /// Recent findings to show before following.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub recent: usize,
+    /// Print the recent findings and exit instead of following.
+    #[arg(long)]
+    pub no_follow: bool,
+}
+
+impl TailArgs {
+    fn filter(&self) -> anyhow::Result<FindingFilter> {
+        let mut filter = FindingFilter::default();
+        if let Some(s) = &self.severity {
+            filter.add("severity", s)?;
+        }
+        for (key, values) in [
+            ("cloud", &self.cloud),
+            ("account", &self.account),
+            ("rule", &self.rule),
+            ("team", &self.team),
+            ("domain", &self.domain),
+        ] {
+            for v in values {
+                filter.add(key, v)?;
+            }
+        }
+        Ok(filter)
+    }
+}
+
+fn token(args: &TailArgs) -> anyhow::Result<Option<String>> {
+    if let Some(path) = &args.token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token file {}", path.display()))?;
+        return Ok(Some(text.trim().to_owned()));
+    }
+    Ok(std::env::var("SEAMWATCH_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty()))
+}
+
+/// How a finding is printed.
+struct Printer {
+    json: bool,
+    colour: bool,
+}
+
+impl Printer {
+    fn line(&self, p: &Published) -> String {
+        if self.json {
+            return serde_json::to_string(p).unwrap_or_default();
+        }
+        let f = &p.finding;
+        let time = f
+            .event_time
+            .unwrap_or(p.received)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string();
+        let severity = format!("{:<8}", f.severity.as_str().to_uppercase());
+        let severity = if !self.colour {
+            severity
+        } else {
+            match f.severity {
+                Severity::Critical => severity.red().bold().to_string(),
+                Severity::High => severity.red().to_string(),
+                Severity::Medium => severity.yellow().to_string(),
+                Severity::Low => severity.cyan().to_string(),
+                Severity::Info => severity.dimmed().to_string(),
+            }
+        };
+        let who = f
+            .principal
+            .name
+            .as_deref()
+            .or(f.principal.id.as_deref())
+            .unwrap_or("-");
+        let rule = if self.colour {
+            f.rule_id.bold().to_string()
+        } else {
+            f.rule_id.clone()
+        };
+        format!(
+            "{time}  {severity} {rule}  {who}  {}  {}  {}",
+            f.resources.first().map_or("-", String::as_str),
+            f.account.as_deref().unwrap_or("-"),
+            f.owner_team.as_deref().unwrap_or("-"),
+        )
+    }
+}
+
+/// Writes a line; a closed pipe is the reader saying it has seen enough.
+fn emit(out: &mut impl Write, line: &str) -> std::io::Result<()> {
+    writeln!(out, "{line}")?;
+    out.flush()
+}
+
+pub fn run(args: TailArgs, config: &Config) -> anyhow::Result<ExitCode> {
+    let base = args
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.admin.listen))
+        .trim_end_matches('/')
+        .to_owned();
+    let filter = args.filter()?;
+    let token = token(&args)?;
+    let printer = Printer {
+        json: args.json,
+        colour: !args.json
+            && std::io::stdout().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(follow(&args, &base, &filter, token, &printer))
+}
+
+async fn follow(
+    args: &TailArgs,
+    base: &str,
+    filter: &FindingFilter,
+    token: Option<String>,
+    printer: &Printer,
+) -> anyhow::Result<ExitCode> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .context("building the HTTP client")?;
+    let authed = |r: reqwest::RequestBuilder| match &token {
+        Some(t) => r.bearer_auth(t),
+        None => r,
+    };
+    let mut query = filter.to_pairs();
+    query.push(("limit", args.recent.to_string()));
+    let response = authed(client.get(format!("{base}/findings")).query(&query))
+        .send()
+        .await
+        .with_context(|| {
+            format!("connecting to {base} (is `seamwatch run` running with its admin server?)")
+        })?;
+    let status = response.status();
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        anyhow::bail!("{base} requires a token: --token-file or SEAMWATCH_ADMIN_TOKEN");
+    }
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        anyhow::bail!("{base}/findings answered {status}: {}", text.trim());
+    }
+    let recent: Vec<Published> = response.json().await.context("reading recent findings")?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut last = 0u64;
+    for p in &recent {
+        emit(&mut out, &printer.line(p))?;
+        last = last.max(p.seq);
+    }
+    if args.no_follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let stream_query = filter.to_pairs();
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let request = authed(
+            client
+                .get(format!("{base}/findings/stream"))
+                .query(&stream_query)
+                .header("Last-Event-ID", last.to_string()),
+        );
+        let why = match request.send().await {
+            Ok(r) if r.status().is_success() => {
+                backoff = Duration::from_millis(500);
+                let mut events = r.bytes_stream().eventsource();
+                loop {
+                    match events.next().await {
+                        Some(Ok(event)) if event.event == "finding" => {
+                            let Ok(p) = serde_json::from_str::<Published>(&event.data) else {
+                                tracing::warn!("an event that is not a finding");
+                                continue;
+                            };
+                            last = last.max(p.seq);
+                            emit(&mut out, &printer.line(&p))?;
+                        }
+                        Some(Ok(event)) if event.event == "lagged" => {
+                            eprintln!(
+                                "tail: too slow for the feed: {} findings skipped",
+                                event.data
+                            );
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => break format!("stream error: {e}"),
+                        None => break "the server closed the stream".to_owned(),
+                    }
+                }
+            }
+            Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED => {
+                anyhow::bail!("{base} requires a token: --token-file or SEAMWATCH_ADMIN_TOKEN")
+            }
+            Ok(r) => format!("{} answered {}", base, r.status()),
+            Err(e) => format!("cannot connect: {e}"),
+        };
+        eprintln!(
+            "tail: {why}; reconnecting in {:.1} s (from finding #{last})",
+            backoff.as_secs_f64()
+        );
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
