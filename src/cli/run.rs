@@ -61,6 +61,10 @@ pub struct DemoArgs {
     /// Print the summary only.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Serve the admin server and web view (`[admin] listen`) during the
+    /// demo, and keep serving after it until Ctrl-C.
+    #[arg(long)]
+    pub serve: bool,
 }
 
 /// Prints findings as they are handed over; counts them by rule.
@@ -153,9 +157,8 @@ pub fn run(args: RunArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::default());
     let stop = Arc::new(AtomicBool::new(false));
     let rt = runtime()?;
-    let admin_stop = tokio::sync::watch::Sender::new(false);
-    if admin.enabled {
-        let state = Arc::new(AdminState {
+    let admin_stop = if admin.enabled {
+        let state = AdminState {
             hub,
             metrics: metrics.clone(),
             analyzer: Some(analyzer.clone()),
@@ -163,13 +166,11 @@ pub fn run(args: RunArgs, config: &Config) -> anyhow::Result<ExitCode> {
             sinks: dispatcher.stats.clone(),
             token,
             silent_after: admin.silent_after,
-        });
-        let mut stopped = admin_stop.subscribe();
-        let (addr, _) = rt.block_on(crate::admin::serve(admin.listen, state, async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }))?;
-        eprintln!("admin server on http://{addr}/ (web view, /metrics, /findings/stream)");
-    }
+        };
+        Some(start_admin(&rt, admin.listen, state)?)
+    } else {
+        None
+    };
     let summary = rt.block_on(async {
         let signal_stop = stop.clone();
         tokio::spawn(async move {
@@ -188,7 +189,9 @@ pub fn run(args: RunArgs, config: &Config) -> anyhow::Result<ExitCode> {
         )
         .await
     })?;
-    admin_stop.send_replace(true);
+    if let Some(admin) = admin_stop {
+        admin.send_replace(true);
+    }
     eprintln!(
         "consumed {} messages: {} events, {} rejected ({} dead-lettered), {} findings; commit lag at exit {}",
         summary.messages,
@@ -200,6 +203,21 @@ pub fn run(args: RunArgs, config: &Config) -> anyhow::Result<ExitCode> {
     );
     stop_delivery(dispatcher, Duration::from_secs(10), &store)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the admin server on `rt`; sending `true` stops it.
+fn start_admin(
+    rt: &tokio::runtime::Runtime,
+    listen: std::net::SocketAddr,
+    state: AdminState,
+) -> anyhow::Result<tokio::sync::watch::Sender<bool>> {
+    let stop = tokio::sync::watch::Sender::new(false);
+    let mut stopped = stop.subscribe();
+    let (addr, _) = rt.block_on(crate::admin::serve(listen, Arc::new(state), async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }))?;
+    eprintln!("admin server on http://{addr}/ (web view, /metrics, /findings/stream)");
+    Ok(stop)
 }
 
 /// Rule ids some rule `resolves`: their alerts are indexed for closing.
@@ -376,10 +394,30 @@ pub fn demo(args: DemoArgs, config: &Config) -> anyhow::Result<ExitCode> {
         quiet: args.quiet,
         by_rule: Default::default(),
     });
-    let sink: Arc<dyn FindingSink> = Arc::new(Tee(vec![store.clone(), printer.clone()]));
+    let hub = Arc::new(FindingsHub::new(config.admin.recent));
+    let sink: Arc<dyn FindingSink> = Arc::new(Tee(vec![
+        store.clone(),
+        Arc::new(HubSink::new(hub.clone())),
+        printer.clone(),
+    ]));
     let metrics = Arc::new(Metrics::default());
     let stop = Arc::new(AtomicBool::new(false));
     let total = records.len() as u64;
+    let rt = runtime()?;
+    let admin = if args.serve {
+        let state = AdminState {
+            hub,
+            metrics: metrics.clone(),
+            analyzer: Some(analyzer.clone()),
+            outbox: Some(store.clone()),
+            sinks: dispatcher.stats.clone(),
+            token: config.admin.token()?,
+            silent_after: config.admin.silent_after,
+        };
+        Some(start_admin(&rt, config.admin.listen, state)?)
+    } else {
+        None
+    };
 
     // Produce while consuming: the mock keeps only a few MiB per partition.
     let producer: BaseProducer = {
@@ -444,7 +482,6 @@ pub fn demo(args: DemoArgs, config: &Config) -> anyhow::Result<ExitCode> {
                 / at.elapsed().as_secs_f64().max(1e-3)
         })
     });
-    let rt = runtime()?;
     let summary = rt.block_on(run::run(
         &kafka,
         client,
@@ -499,5 +536,10 @@ pub fn demo(args: DemoArgs, config: &Config) -> anyhow::Result<ExitCode> {
         eprintln!("  {n:>6}  {rule}");
     }
     stop_delivery(dispatcher, Duration::from_secs(5), &store)?;
+    if let Some(admin) = admin {
+        eprintln!("demo: done; the web view stays up until Ctrl-C");
+        rt.block_on(wait_for_signal());
+        admin.send_replace(true);
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -124,17 +124,31 @@ impl Printer {
             .as_deref()
             .or(f.principal.id.as_deref())
             .unwrap_or("-");
+        let rule = fit(&f.rule_id, 44);
         let rule = if self.colour {
-            f.rule_id.bold().to_string()
+            rule.bold().to_string()
         } else {
-            f.rule_id.clone()
+            rule
         };
         format!(
-            "{time}  {severity} {rule}  {who}  {}  {}  {}",
-            f.resources.first().map_or("-", String::as_str),
-            f.account.as_deref().unwrap_or("-"),
+            "{time}  {severity} {rule} {} {} {} {}",
+            fit(who, 24),
+            fit(f.resources.first().map_or("-", String::as_str), 40),
+            fit(f.account.as_deref().unwrap_or("-"), 14),
             f.owner_team.as_deref().unwrap_or("-"),
         )
+    }
+}
+
+/// `text` in exactly `width` columns: padded, or cut with `…`.
+fn fit(text: &str, width: usize) -> String {
+    let count = text.chars().count();
+    if count <= width {
+        format!("{text:<width$}")
+    } else {
+        let mut cut: String = text.chars().take(width - 1).collect();
+        cut.push('…');
+        cut
     }
 }
 
