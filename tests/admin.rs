@@ -574,3 +574,91 @@ fn tail_reconnects_and_says_so() {
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+fn notice(action: seamwatch::alert::Action, f: Finding) -> Vec<u8> {
+    serde_json::to_vec(&seamwatch::alert::Notice::Alert(
+        seamwatch::alert::AlertNotice {
+            action,
+            alert_id: f.id.clone(),
+            finding_id: f.id.clone(),
+            occurrences: 1,
+            first_seen: f.event_time,
+            last_seen: f.event_time,
+            closed_by: None,
+            finding: f,
+        },
+    ))
+    .unwrap()
+}
+
+#[test]
+fn tail_reads_the_alerts_topic_directly() {
+    use seamwatch::alert::Action;
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("alerts", 2, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let send = |key: &str, payload: Vec<u8>| {
+        producer
+            .send(BaseRecord::to("alerts").key(key).payload(&payload))
+            .unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+    };
+    send(
+        "a1",
+        notice(
+            Action::Create,
+            finding(1, Severity::High, "aws.identity.admin_policy_attached"),
+        ),
+    );
+    send(
+        "a2",
+        notice(
+            Action::Create,
+            finding(2, Severity::Low, "aws.identity.quiet"),
+        ),
+    );
+    send("junk", b"not a notice".to_vec());
+    let run = |extra: &[&str]| {
+        Command::cargo_bin("seamwatch")
+            .unwrap()
+            .args(["tail", "--kafka-topic", "alerts", "--brokers", &brokers])
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let output = run(&["--no-follow", "--severity", "high"])
+        .wait_with_output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(lines[0].contains("aws.identity.admin_policy_attached") && lines[0].contains("user-1"));
+
+    // Following: a close produced later shows as CLOSED.
+    let mut child = run(&["--recent", "0"]);
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    std::thread::sleep(Duration::from_secs(2));
+    send(
+        "a1",
+        notice(
+            Action::Close,
+            finding(3, Severity::Info, "aws.logging.cloudtrail_started"),
+        ),
+    );
+    let line = out.next().unwrap().unwrap();
+    assert!(line.starts_with("CLOSED finding-0003"), "{line}");
+    child.kill().unwrap();
+    let _ = child.wait();
+}

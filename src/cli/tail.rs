@@ -55,6 +55,14 @@ pub struct TailArgs {
     /// Print the recent findings and exit instead of following.
     #[arg(long)]
     pub no_follow: bool,
+    /// Read this Kafka topic instead of an admin server: the topic of an
+    /// `[[alerts.sinks]]` of type `kafka` with format `json` (alert notices).
+    /// Brokers and security come from `[kafka]` (or `--brokers`).
+    #[arg(long, value_name = "TOPIC")]
+    pub kafka_topic: Option<String>,
+    /// Brokers for `--kafka-topic` [default: `[kafka] brokers`, SEAMWATCH_KAFKA_BROKERS].
+    #[arg(long, value_name = "HOST:PORT,…", requires = "kafka_topic")]
+    pub brokers: Option<String>,
 }
 
 impl TailArgs {
@@ -173,6 +181,9 @@ pub fn run(args: TailArgs, config: &Config) -> anyhow::Result<ExitCode> {
             && std::io::stdout().is_terminal()
             && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
     };
+    if let Some(topic) = &args.kafka_topic {
+        return follow_kafka(&args, config, topic, &filter, &printer);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -269,5 +280,113 @@ async fn follow(
         );
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// `--kafka-topic`: alert notices from the alerts topic. Creates and
+/// updates print their finding; a close prints as `CLOSED`. Starts `--recent`
+/// messages before the end of each partition, reads as an unnamed member
+/// (no group offsets are committed).
+fn follow_kafka(
+    args: &TailArgs,
+    config: &Config,
+    topic: &str,
+    filter: &FindingFilter,
+    printer: &Printer,
+) -> anyhow::Result<ExitCode> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+
+    use crate::alert::{Action, Notice};
+
+    let env = |k: &str| std::env::var(k).ok();
+    let mut kafka = config.kafka.clone().with_env(env)?;
+    if let Some(brokers) = &args.brokers {
+        kafka.brokers = brokers.clone();
+    }
+    let mut client = kafka.client_config(env)?;
+    client
+        .set("group.id", format!("seamwatch-tail-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    let consumer: BaseConsumer = client.create().context("creating the Kafka consumer")?;
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .with_context(|| format!("reading the metadata of {topic} from {}", kafka.brokers))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        anyhow::bail!("topic {topic} has no partitions on {}", kafka.brokers);
+    }
+    let mut assignment = TopicPartitionList::new();
+    // Where each partition ended when tail started (for --no-follow).
+    let mut ends = std::collections::HashMap::new();
+    for &p in &partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .with_context(|| format!("reading the offsets of {topic}/{p}"))?;
+        let start = (high - args.recent as i64).max(low);
+        assignment.add_partition_offset(topic, p, Offset::Offset(start))?;
+        if high > start {
+            ends.insert(p, high);
+        }
+    }
+    consumer.assign(&assignment)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut seq = 0u64;
+    loop {
+        if args.no_follow && ends.is_empty() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let message = match consumer.poll(Duration::from_millis(500)) {
+            None => continue,
+            Some(Err(e)) => {
+                eprintln!("tail: {e}; going on");
+                continue;
+            }
+            Some(Ok(m)) => m,
+        };
+        if ends
+            .get(&message.partition())
+            .is_some_and(|&end| message.offset() + 1 >= end)
+        {
+            ends.remove(&message.partition());
+        }
+        let Some(notice) = message
+            .payload()
+            .and_then(|p| serde_json::from_slice::<Notice>(p).ok())
+        else {
+            tracing::debug!(
+                offset = message.offset(),
+                "not an alert notice (is the sink's format json?)"
+            );
+            continue;
+        };
+        let Notice::Alert(alert) = notice else {
+            continue;
+        };
+        if !filter.matches(&alert.finding) {
+            continue;
+        }
+        seq += 1;
+        let closed = alert.action == Action::Close;
+        let published = Published {
+            seq,
+            received: chrono::Utc::now(),
+            finding: alert.finding,
+        };
+        let line = printer.line(&published);
+        let line = if closed && !printer.json {
+            format!("CLOSED {} ({})", alert.alert_id, line)
+        } else {
+            line
+        };
+        emit(&mut out, &line)?;
     }
 }
