@@ -73,7 +73,7 @@ pub(super) fn render(state: &AdminState) -> String {
     t.family(
         "seamwatch_events_total",
         "counter",
-        "Audit events decoded, by topic and cloud.",
+        "Audit events decoded, by topic, partition and cloud.",
     );
     let mut events: Vec<_> = m
         .events
@@ -81,10 +81,14 @@ pub(super) fn render(state: &AdminState) -> String {
         .map(|e| (e.key().clone(), *e.value()))
         .collect();
     events.sort();
-    for ((topic, cloud), v) in events {
+    for ((topic, partition, cloud), v) in events {
         t.sample(
             "seamwatch_events_total",
-            &[("topic", &topic), ("cloud", cloud)],
+            &[
+                ("topic", &topic),
+                ("partition", &partition.to_string()),
+                ("cloud", cloud),
+            ],
             v,
         );
     }

@@ -14,7 +14,8 @@ use crate::event::ErrorReason;
 
 pub struct Metrics {
     pub messages: AtomicU64,
-    pub events: DashMap<(String, &'static str), u64>,
+    /// Events decoded, by topic, partition and cloud.
+    pub events: DashMap<(String, i32, &'static str), u64>,
     pub errors: DashMap<&'static str, u64>,
     pub findings: AtomicU64,
     pub dead_lettered: AtomicU64,
@@ -59,7 +60,7 @@ impl Default for Metrics {
 /// A worker's share, merged once per batch.
 pub struct LocalMetrics {
     pub messages: u64,
-    pub events: BTreeMap<(String, &'static str), u64>,
+    pub events: BTreeMap<(String, i32, &'static str), u64>,
     pub errors: BTreeMap<&'static str, u64>,
     pub findings: u64,
     pub dead_lettered: u64,
@@ -121,7 +122,7 @@ impl Metrics {
         let now = chrono::Utc::now().timestamp_millis();
         for (key, n) in std::mem::take(&mut local.events) {
             if n > 0 {
-                self.last_seen.insert(key.clone(), now);
+                self.last_seen.insert((key.0.clone(), key.2), now);
             }
             *self.events.entry(key).or_default() += n;
         }

@@ -746,7 +746,7 @@ fn process_batch(
             Ok(event) => {
                 *local
                     .events
-                    .entry((topic.to_owned(), event.cloud.as_str()))
+                    .entry((topic.to_owned(), message.partition(), event.cloud.as_str()))
                     .or_default() += 1;
                 let source = SourceRef::Kafka {
                     topic,
