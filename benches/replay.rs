@@ -23,6 +23,10 @@ use seamwatch::matrix::Matrix;
 use seamwatch::replay::{Filter, ReadOptions, analyze, plan};
 use seamwatch::synth::{Generator, SynthConfig};
 
+// The allocator the `seamwatch` binary uses.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
