@@ -241,7 +241,9 @@ fn the_token_is_required_beyond_loopback() {
     let port = server.addr.port();
     let base = format!("http://127.0.0.1:{port}");
     assert_eq!(get(&format!("{base}/healthz")).0, 200);
-    for path in ["/", "/metrics", "/findings", "/readyz", "/api/overview"] {
+    // Probes need no token; not ready here (nothing assigned).
+    assert_eq!(get(&format!("{base}/readyz")).0, 503);
+    for path in ["/", "/metrics", "/findings", "/findings/stream", "/api/overview"] {
         assert_eq!(
             get(&format!("{base}{path}")).0,
             401,

@@ -4,7 +4,9 @@
 //!
 //! It binds to `127.0.0.1:9464` by default. Bound to any other address it
 //! requires a bearer token (`[admin] token_env` or `token_file`) on every
-//! endpoint but `/healthz`, and refuses to start without one. The page and
+//! endpoint but the probes (`/healthz`, `/readyz`: an orchestrator's probes
+//! send no token, and they reveal only up or not), and refuses to start
+//! without one. The page and
 //! `EventSource` cannot send headers, so `?access_token=` is accepted too.
 //!
 //! | path | what |
@@ -129,7 +131,6 @@ pub struct AdminState {
 pub fn router(state: Arc<AdminState>) -> Router {
     let protected = Router::new()
         .route("/", get(page))
-        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/findings", get(findings))
         .route("/findings/stream", get(stream))
@@ -137,6 +138,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .merge(protected)
         .with_state(state)
 }
