@@ -134,4 +134,14 @@ mod tests {
             Config::from_toml("[correlation]\nallowed_lateness = \"soon\"\n", path).unwrap_err();
         assert!(err.to_string().contains("not a duration"), "{err}");
     }
+
+    #[test]
+    fn the_kubernetes_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/seamwatch.toml");
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.kafka.topics.len(), 3);
+        assert!(!config.admin.listen.ip().is_loopback());
+        assert_eq!(config.admin.token_env.as_deref(), Some("SEAMWATCH_ADMIN_TOKEN"));
+        assert_eq!(config.alerts.sinks.len(), 2);
+    }
 }
