@@ -152,7 +152,7 @@ fn main() {
     let started = Instant::now();
     let filter = Filter::default();
     let plan = plan(&paths, &filter);
-    let mut stream = Stream::new();
+    let mut stream = Stream::in_time_order();
     let mut findings = Vec::new();
     let mut found = 0usize;
     let options = ReadOptions {

@@ -243,7 +243,13 @@ fn the_token_is_required_beyond_loopback() {
     assert_eq!(get(&format!("{base}/healthz")).0, 200);
     // Probes need no token; not ready here (nothing assigned).
     assert_eq!(get(&format!("{base}/readyz")).0, 503);
-    for path in ["/", "/metrics", "/findings", "/findings/stream", "/api/overview"] {
+    for path in [
+        "/",
+        "/metrics",
+        "/findings",
+        "/findings/stream",
+        "/api/overview",
+    ] {
         assert_eq!(
             get(&format!("{base}{path}")).0,
             401,

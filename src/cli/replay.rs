@@ -222,7 +222,7 @@ pub(crate) fn load_matrix(path: Option<&PathBuf>) -> anyhow::Result<Matrix> {
 
 pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let analyzer = args.detection.analyzer(None, config)?;
-    let mut stream = Stream::new();
+    let mut stream = Stream::in_time_order();
     let decoder = Decoder::new(config.input.format, config.limits);
     let filter = Filter {
         since: args.since,
@@ -366,7 +366,7 @@ fn compare(
         let analyzer = args.detection.analyzer(Some(set), config)?;
         sides.push((
             analyzer,
-            Stream::new(),
+            Stream::in_time_order(),
             Scratch::default(),
             Vec::<Finding>::new(),
         ));

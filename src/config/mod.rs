@@ -141,7 +141,10 @@ mod tests {
         let config = Config::load(&path).unwrap();
         assert_eq!(config.kafka.topics.len(), 3);
         assert!(!config.admin.listen.ip().is_loopback());
-        assert_eq!(config.admin.token_env.as_deref(), Some("SEAMWATCH_ADMIN_TOKEN"));
+        assert_eq!(
+            config.admin.token_env.as_deref(),
+            Some("SEAMWATCH_ADMIN_TOKEN")
+        );
         assert_eq!(config.alerts.sinks.len(), 2);
     }
 }

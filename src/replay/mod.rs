@@ -334,7 +334,8 @@ pub fn file_names(plan: &Plan) -> Vec<String> {
 
 /// Replays the plan through `analyzer` as `seamwatch replay` does:
 /// detection on the decoding threads, correlation in event-time order on
-/// `stream`. `found` gets each event's findings (it may drain them). The
+/// `stream` (best made with [`Stream::in_time_order`]: the reader delivers
+/// in order, so nothing needs holding for the allowed lateness). `found` gets each event's findings (it may drain them). The
 /// stream is not flushed: call [`Analyzer::finish`] at the end.
 pub fn analyze(
     plan: &Plan,

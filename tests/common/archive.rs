@@ -153,7 +153,7 @@ pub fn replay_ids(
 ) -> (BTreeSet<String>, u64, usize, usize) {
     let plan = plan(&files(root), filter);
     let (skipped, pruned) = (plan.digests_skipped, plan.pruned);
-    let mut stream = Stream::new();
+    let mut stream = Stream::in_time_order();
     let mut findings = Vec::new();
     let mut events = 0u64;
     let options = ReadOptions {
