@@ -119,7 +119,7 @@ fn sse_delivers_findings_in_order_with_filters_and_resumes() {
         while let Some(Ok(e)) = events.next().await {
             if e.event == "finding" {
                 let p: Published = serde_json::from_str(&e.data).unwrap();
-                assert_eq!(e.id, p.seq.to_string());
+                assert_eq!(e.id, p.position());
                 if tx.send(p).is_err() {
                     break;
                 }
@@ -168,14 +168,14 @@ fn sse_delivers_findings_in_order_with_filters_and_resumes() {
     reader.abort();
 
     // Resuming after the fifth finding sent gives the rest, from the ring.
-    let resume_from = got[4].seq;
+    let resume_from = got[4].position();
     let rest = server.runtime.block_on(async {
         let response = reqwest::Client::new()
             .get(format!(
                 "http://{}/findings/stream?severity=high&rule=aws.identity.*",
                 server.addr
             ))
-            .header("Last-Event-ID", resume_from.to_string())
+            .header("Last-Event-ID", resume_from)
             .send()
             .await
             .unwrap();
@@ -215,6 +215,43 @@ fn sse_delivers_findings_in_order_with_filters_and_resumes() {
     let (status, body) = get(&format!("http://{}/findings?severity=urgent", server.addr));
     assert_eq!(status, 400);
     assert!(body.contains("unknown severity"), "{body}");
+    // Paging forward from a position: the oldest beyond it, no gaps.
+    let (_, body) = get(&format!(
+        "http://{}/findings?after={}&limit=2",
+        server.addr,
+        got[0].position()
+    ));
+    let page: Vec<Published> = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        page.iter().map(|p| p.seq).collect::<Vec<_>>(),
+        [got[0].seq + 1, got[0].seq + 2]
+    );
+    // A position from another feed (a restarted server) starts over.
+    let foreign = format!("{:08x}-{}", got[0].feed.wrapping_add(1), 1_000_000);
+    let (_, body) = get(&format!(
+        "http://{}/findings?after={foreign}&limit=1",
+        server.addr
+    ));
+    let page: Vec<Published> = serde_json::from_str(&body).unwrap();
+    assert_eq!(page[0].seq, 1);
+    assert_eq!(
+        get(&format!("http://{}/findings?after=nonsense", server.addr)).0,
+        400
+    );
+
+    // Without a token, only loopback host names (DNS rebinding).
+    let status = server.runtime.block_on(async {
+        reqwest::Client::new()
+            .get(format!("http://{}/findings", server.addr))
+            .header("Host", "attacker.example")
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 403);
+    let port = server.addr.port();
+    assert_eq!(get(&format!("http://localhost:{port}/findings")).0, 200);
 }
 
 #[test]

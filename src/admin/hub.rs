@@ -7,7 +7,7 @@
 //! [`HubSink`] puts the hub behind the outbox: in a [`Tee`](crate::pipeline::outbox::Tee)
 //! after it, it publishes a batch only once the outbox has synced it.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -21,7 +21,10 @@ use crate::pipeline::outbox::{FindingSink, OutboxError};
 /// A finding as the feed carries it.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Published {
-    /// Position in the feed (1, 2, …): the SSE event id.
+    /// Which feed: random per process, so that a position from another
+    /// process (a restart, another replica) is not taken for one of ours.
+    pub feed: u32,
+    /// Position in the feed (1, 2, …).
     pub seq: u64,
     /// When the hub got it.
     pub received: DateTime<Utc>,
@@ -30,6 +33,13 @@ pub struct Published {
 
 /// Findings of one minute by (severity, domain).
 type MinuteCounts = BTreeMap<(Severity, &'static str), u64>;
+
+impl Published {
+    /// The SSE event id: `<feed>-<seq>`.
+    pub fn position(&self) -> String {
+        format!("{:08x}-{}", self.feed, self.seq)
+    }
+}
 
 struct Ring {
     items: VecDeque<Arc<Published>>,
@@ -41,6 +51,7 @@ struct Ring {
 
 /// See the module docs.
 pub struct FindingsHub {
+    feed: u32,
     ring: Mutex<Ring>,
     capacity: usize,
     tx: broadcast::Sender<Arc<Published>>,
@@ -61,6 +72,7 @@ impl FindingsHub {
     pub fn new(capacity: usize) -> FindingsHub {
         let (tx, _) = broadcast::channel(1024);
         FindingsHub {
+            feed: fastrand::u32(..),
             ring: Mutex::new(Ring {
                 items: VecDeque::with_capacity(capacity.min(4096)),
                 ids: HashSet::new(),
@@ -105,6 +117,7 @@ impl FindingsHub {
             ring.next += 1;
             ring.ids.insert(finding.id.clone());
             let item = Arc::new(Published {
+                feed: self.feed,
                 seq,
                 received: now,
                 finding,
@@ -125,22 +138,57 @@ impl FindingsHub {
         self.tx.subscribe()
     }
 
-    /// Kept findings that pass `filter`, received at or after `since`, with
-    /// a sequence number above `after`; the newest `limit`, oldest first.
+    /// This process's feed id.
+    pub fn feed(&self) -> u32 {
+        self.feed
+    }
+
+    /// The position a client resumes after: `<feed>-<seq>` (an SSE event
+    /// id) or a bare `<seq>`. A position from another feed (the server
+    /// restarted, or this is another replica) resumes from the start of
+    /// this one: none of its findings can have been seen.
+    pub fn resume_after(&self, position: &str) -> Option<u64> {
+        match position.split_once('-') {
+            Some((feed, seq)) => {
+                let same = u32::from_str_radix(feed, 16).is_ok_and(|f| f == self.feed);
+                let seq: u64 = seq.parse().ok()?;
+                Some(if same { seq } else { 0 })
+            }
+            None => position.parse().ok(),
+        }
+    }
+
+    /// Kept findings that pass `filter` and were received at or after
+    /// `since`, oldest first. With `after` (a position), the oldest `limit`
+    /// beyond it, so that a client pages forward without gaps; without, the
+    /// newest `limit`.
     pub fn recent(
         &self,
         filter: &FindingFilter,
         since: Option<DateTime<Utc>>,
-        after: u64,
+        after: Option<u64>,
         limit: usize,
     ) -> Vec<Arc<Published>> {
         let ring = self.ring();
+        let keep = |p: &&Arc<Published>| {
+            after.is_none_or(|a| p.seq > a)
+                && since.is_none_or(|s| p.received >= s)
+                && filter.matches(&p.finding)
+        };
+        if after.is_some() {
+            return ring
+                .items
+                .iter()
+                .filter(keep)
+                .take(limit)
+                .cloned()
+                .collect();
+        }
         let mut out: Vec<Arc<Published>> = ring
             .items
             .iter()
             .rev()
-            .filter(|p| p.seq > after && since.is_none_or(|s| p.received >= s))
-            .filter(|p| filter.matches(&p.finding))
+            .filter(keep)
             .take(limit)
             .cloned()
             .collect();
@@ -168,31 +216,41 @@ impl FindingsHub {
 }
 
 /// Publishes to a hub what the sinks before it in a `Tee` have synced.
+/// Pipeline workers append and sync their own batches on their own
+/// threads, so what waits is kept per thread: a worker's sync publishes its
+/// batch, not one another worker appended after the outbox sync began.
 pub struct HubSink {
     hub: Arc<FindingsHub>,
-    pending: Mutex<Vec<Finding>>,
+    pending: Mutex<HashMap<std::thread::ThreadId, Vec<Finding>>>,
 }
 
 impl HubSink {
     pub fn new(hub: Arc<FindingsHub>) -> HubSink {
         HubSink {
             hub,
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<std::thread::ThreadId, Vec<Finding>>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl FindingSink for HubSink {
     fn append(&self, findings: &[Finding]) -> Result<(), OutboxError> {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.pending()
+            .entry(std::thread::current().id())
+            .or_default()
             .extend_from_slice(findings);
         Ok(())
     }
 
     fn sync(&self) -> Result<(), OutboxError> {
-        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let batch = self
+            .pending()
+            .remove(&std::thread::current().id())
+            .unwrap_or_default();
         self.hub.publish(batch);
         Ok(())
     }
@@ -219,10 +277,25 @@ pub(crate) mod tests {
         let mut rx = hub.subscribe();
         hub.publish((0..5).map(|i| finding(&format!("f{i}"), "r", Severity::High)));
         hub.publish([finding("f4", "r", Severity::High)]);
-        let all = hub.recent(&FindingFilter::default(), None, 0, 10);
+        let all = hub.recent(&FindingFilter::default(), None, None, 10);
         let ids: Vec<_> = all.iter().map(|p| (p.seq, p.finding.id.as_str())).collect();
         assert_eq!(ids, [(3, "f2"), (4, "f3"), (5, "f4")]);
-        assert_eq!(hub.recent(&FindingFilter::default(), None, 4, 10).len(), 1);
+        assert_eq!(
+            hub.recent(&FindingFilter::default(), None, Some(4), 10)
+                .len(),
+            1
+        );
+        // Paging forward from a position gives the oldest beyond it.
+        let page = hub.recent(&FindingFilter::default(), None, Some(2), 1);
+        assert_eq!(page[0].seq, 3);
+        let newest = hub.recent(&FindingFilter::default(), None, None, 1);
+        assert_eq!(newest[0].seq, 5);
+        // Positions: ours resume, another feed's start over.
+        assert_eq!(hub.resume_after(&all[0].position()), Some(3));
+        let other = format!("{:08x}-4000", hub.feed().wrapping_add(1));
+        assert_eq!(hub.resume_after(&other), Some(0));
+        assert_eq!(hub.resume_after("7"), Some(7));
+        assert_eq!(hub.resume_after("x"), None);
         assert_eq!(rx.try_recv().unwrap().seq, 1);
         assert_eq!(
             hub.by_rule.get(&("r".into(), Severity::High)).map(|n| *n),
@@ -238,10 +311,13 @@ pub(crate) mod tests {
         let sink = HubSink::new(hub.clone());
         sink.append(&[finding("a", "r", Severity::Low)]).unwrap();
         assert!(
-            hub.recent(&FindingFilter::default(), None, 0, 10)
+            hub.recent(&FindingFilter::default(), None, None, 10)
                 .is_empty()
         );
         sink.sync().unwrap();
-        assert_eq!(hub.recent(&FindingFilter::default(), None, 0, 10).len(), 1);
+        assert_eq!(
+            hub.recent(&FindingFilter::default(), None, None, 10).len(),
+            1
+        );
     }
 }

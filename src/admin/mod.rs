@@ -14,8 +14,11 @@
 //! | `/healthz` | 200 while the process runs |
 //! | `/readyz` | 200 when partitions are assigned and the outbox takes findings, else 503 and why |
 //! | `/metrics` | Prometheus text |
-//! | `/findings?since=&after=&limit=&<filter>` | recent findings, oldest first |
-//! | `/findings/stream?<filter>` | Server-Sent Events, one finding each, `id` = its number; `Last-Event-ID` resumes |
+//! | `/findings?since=&after=&limit=&<filter>` | recent findings, oldest first; with `after` (a position), the ones beyond it |
+//! | `/findings/stream?after=&<filter>` | Server-Sent Events, one finding each, `id` = its position (`<feed>-<seq>`); `Last-Event-ID` or `after` resumes |
+//!
+//! Without a token (loopback), requests must name a loopback host, which
+//! keeps a web page that rebinds its own name to 127.0.0.1 out.
 //! | `/api/overview` | counts of the last hour and the pipeline's health, for the page |
 //! | `/` | the web view |
 
@@ -167,8 +170,34 @@ pub async fn serve(
     Ok((bound, task))
 }
 
+/// A loopback host name, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 async fn auth(State(state): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
     let Some(token) = &state.token else {
+        // No token: loopback only. A page elsewhere that rebinds its own
+        // name to 127.0.0.1 still sends its own name as the Host.
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !is_loopback_host(host) {
+            return (
+                StatusCode::FORBIDDEN,
+                "without a token, only loopback host names are served\n",
+            )
+                .into_response();
+        }
         return next.run(request).await;
     };
     let bearer = request
@@ -267,14 +296,22 @@ async fn findings(
         Some(Err(e)) => return bad_request(format!("since: {e}")),
         None => None,
     };
-    let after = get("after").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let limit = get("limit").and_then(|v| v.parse().ok()).unwrap_or(100);
+    let after = match get("after").map(|v| state.hub.resume_after(v)) {
+        Some(None) => return bad_request("after: expected a position (<feed>-<seq>) or a number"),
+        Some(Some(n)) => Some(n),
+        None => None,
+    };
+    let limit = match get("limit").map(str::parse::<usize>) {
+        Some(Err(e)) => return bad_request(format!("limit: {e}")),
+        Some(Ok(n)) => n,
+        None => 100,
+    };
     axum::Json(state.hub.recent(&filter, since, after, limit)).into_response()
 }
 
 fn event_of(p: &Published) -> Event {
     Event::default()
-        .id(p.seq.to_string())
+        .id(p.position())
         .event("finding")
         .json_data(p)
         .unwrap_or_else(|_| Event::default().comment("unencodable finding"))
@@ -292,12 +329,25 @@ async fn stream(
     // Subscribe first, then read the ring: nothing falls between the two
     // (a finding in both is sent once: the live copy is skipped by number).
     let live = BroadcastStream::new(state.hub.subscribe());
-    let resume: Option<u64> = headers
+    // Where the client left off: the SSE reconnect header, or `?after=`
+    // (a new EventSource cannot send the header).
+    let position = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
+        .map(str::to_owned)
+        .or_else(|| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == "after")
+                .map(|(_, v)| v.clone())
+        });
+    let resume = match position.as_deref().map(|p| state.hub.resume_after(p)) {
+        Some(None) => return bad_request("after: expected a position (<feed>-<seq>) or a number"),
+        Some(Some(n)) => Some(n),
+        None => None,
+    };
     let backlog = match resume {
-        Some(after) => state.hub.recent(&filter, None, after, usize::MAX),
+        Some(after) => state.hub.recent(&filter, None, Some(after), usize::MAX),
         None => Vec::new(),
     };
     let mut last = backlog.last().map_or(resume.unwrap_or(0), |p| p.seq);

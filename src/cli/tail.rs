@@ -90,7 +90,7 @@ fn token(args: &TailArgs) -> anyhow::Result<Option<String>> {
     if let Some(path) = &args.token_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the token file {}", path.display()))?;
-        return Ok(Some(text.trim().to_owned()));
+        return Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()));
     }
     Ok(std::env::var("SEAMWATCH_ADMIN_TOKEN")
         .ok()
@@ -143,22 +143,35 @@ impl Printer {
             fit(who, 24),
             fit(f.resources.first().map_or("-", String::as_str), 40),
             fit(f.account.as_deref().unwrap_or("-"), 14),
-            f.owner_team.as_deref().unwrap_or("-"),
+            clean(f.owner_team.as_deref().unwrap_or("-")),
         )
     }
 }
 
-/// `text` in exactly `width` columns: padded, or cut with `…`.
+/// `text` in exactly `width` columns: padded, or cut with `…`. Control
+/// characters (log fields are attacker-controlled: an escape sequence in a
+/// resource name must not reach the terminal) become `?`.
 fn fit(text: &str, width: usize) -> String {
-    let count = text.chars().count();
+    let clean = clean(text);
+    let count = clean.chars().count();
     if count <= width {
-        format!("{text:<width$}")
+        format!("{clean:<width$}")
     } else {
-        let mut cut: String = text.chars().take(width - 1).collect();
+        let mut cut: String = clean.chars().take(width.saturating_sub(1)).collect();
         cut.push('…');
         cut
     }
 }
+
+/// `text` with control characters as `?`.
+fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// How long the stream may be silent (keep-alives come every 15 s).
+const IDLE: Duration = Duration::from_secs(45);
 
 /// Writes a line; a closed pipe is the reader saying it has seen enough.
 fn emit(out: &mut impl Write, line: &str) -> std::io::Result<()> {
@@ -206,8 +219,9 @@ async fn follow(
         Some(t) => r.bearer_auth(t),
         None => r,
     };
+    // At least one, to learn where the feed is even with --recent 0.
     let mut query = filter.to_pairs();
-    query.push(("limit", args.recent.to_string()));
+    query.push(("limit", args.recent.max(1).to_string()));
     let response = authed(client.get(format!("{base}/findings")).query(&query))
         .send()
         .await
@@ -225,10 +239,15 @@ async fn follow(
     let recent: Vec<Published> = response.json().await.context("reading recent findings")?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut last = 0u64;
-    for p in &recent {
+    // Where to resume the stream: after the last finding seen, or from the
+    // start of the feed when it was empty (so nothing published between
+    // this request and the stream's is missed).
+    let mut last: String = recent
+        .last()
+        .map_or_else(|| "0".to_owned(), Published::position);
+    let skip = recent.len().saturating_sub(args.recent);
+    for p in &recent[skip..] {
         emit(&mut out, &printer.line(p))?;
-        last = last.max(p.seq);
     }
     if args.no_follow {
         return Ok(ExitCode::SUCCESS);
@@ -240,20 +259,25 @@ async fn follow(
             client
                 .get(format!("{base}/findings/stream"))
                 .query(&stream_query)
-                .header("Last-Event-ID", last.to_string()),
+                .header("Last-Event-ID", &last),
         );
         let why = match request.send().await {
             Ok(r) if r.status().is_success() => {
                 backoff = Duration::from_millis(500);
                 let mut events = r.bytes_stream().eventsource();
                 loop {
-                    match events.next().await {
+                    // The server sends a keep-alive every 15 s: silence for
+                    // longer is a connection that died without closing.
+                    let Ok(next) = tokio::time::timeout(IDLE, events.next()).await else {
+                        break format!("nothing from the server for {} s", IDLE.as_secs());
+                    };
+                    match next {
                         Some(Ok(event)) if event.event == "finding" => {
                             let Ok(p) = serde_json::from_str::<Published>(&event.data) else {
                                 tracing::warn!("an event that is not a finding");
                                 continue;
                             };
-                            last = last.max(p.seq);
+                            last = p.position();
                             emit(&mut out, &printer.line(&p))?;
                         }
                         Some(Ok(event)) if event.event == "lagged" => {
@@ -275,7 +299,7 @@ async fn follow(
             Err(e) => format!("cannot connect: {e}"),
         };
         eprintln!(
-            "tail: {why}; reconnecting in {:.1} s (from finding #{last})",
+            "tail: {why}; reconnecting in {:.1} s (resuming after {last})",
             backoff.as_secs_f64()
         );
         tokio::time::sleep(backoff).await;
@@ -377,6 +401,7 @@ fn follow_kafka(
         seq += 1;
         let closed = alert.action == Action::Close;
         let published = Published {
+            feed: 0,
             seq,
             received: chrono::Utc::now(),
             finding: alert.finding,
@@ -388,5 +413,19 @@ fn follow_kafka(
             line
         };
         emit(&mut out, &line)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_fit_their_columns_and_lose_control_characters() {
+        assert_eq!(fit("abc", 5), "abc  ");
+        assert_eq!(fit("abcdef", 4), "abc…");
+        assert_eq!(fit("x", 0), "…");
+        assert_eq!(fit("evil\u{1b}[31mname", 20), "evil?[31mname       ");
+        assert_eq!(clean("a\nb\u{9b}c"), "a?b?c");
     }
 }

@@ -148,11 +148,13 @@ impl Store {
                 None if query.is_empty() => None,
                 None => return Err(SourceError::BadUrl(url.to_owned())),
             };
-            let regions: Vec<&str> = regions
+            let mut regions: Vec<&str> = regions
                 .split(',')
                 .map(str::trim)
                 .filter(|r| !r.is_empty())
                 .collect();
+            regions.sort_unstable();
+            regions.dedup();
             if regions.is_empty() {
                 return Err(SourceError::BadUrl(url.to_owned()));
             }
@@ -176,7 +178,17 @@ impl Store {
                     region: (*region).to_owned(),
                     message: e.to_string(),
                 })??;
-                let path = PathBuf::from(format!("cloudtrail://{region}"));
+                // One "file" per region and query; the same pull named twice
+                // is read once.
+                let name = if query.is_empty() {
+                    format!("cloudtrail://{region}")
+                } else {
+                    format!("cloudtrail://{region}?{query}")
+                };
+                let path = PathBuf::from(name);
+                if self.memory.contains_key(&path) {
+                    continue;
+                }
                 plan.bytes += lines.len() as u64;
                 plan.files.push(ArchiveFile {
                     path: path.clone(),
