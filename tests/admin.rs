@@ -37,17 +37,13 @@ mod common;
 use common::wait_for;
 
 fn finding(n: usize, severity: Severity, rule: &str) -> Finding {
-    serde_json::from_value(serde_json::json!({
-        "id": format!("finding-{n:04}"), "kind": "rule", "rule_id": rule,
-        "title": format!("{rule} #{n}"), "severity": severity.as_str(),
-        "rule_severity": severity.as_str(), "cloud": "aws", "account": "111122223333",
-        "service": "iam.amazonaws.com", "operation": "AttachUserPolicy",
-        "principal": {"kind": "user", "name": format!("user-{n}")},
-        "resources": [format!("arn:aws:iam::111122223333:user/target-{n}")],
-        "domain": "identity", "owner_team": "platform-security",
-        "event_time": "2026-11-28T10:00:00Z", "evidence": []
-    }))
-    .unwrap()
+    common::finding(
+        &format!("finding-{n:04}"),
+        n,
+        severity,
+        rule,
+        "platform-security",
+    )
 }
 
 /// An admin server on a free loopback port, on its own runtime.

@@ -19,17 +19,7 @@ use seamwatch::detect::{Finding, Severity};
 mod common;
 
 fn finding(n: usize, severity: Severity, rule: &str, team: &str) -> Finding {
-    serde_json::from_value(serde_json::json!({
-        "id": format!("web-{n:04}"), "kind": "rule", "rule_id": rule,
-        "title": format!("{rule} #{n}"), "severity": severity.as_str(),
-        "rule_severity": severity.as_str(), "cloud": "aws", "account": "111122223333",
-        "service": "iam.amazonaws.com", "operation": "AttachUserPolicy",
-        "principal": {"kind": "user", "name": format!("user-{n}")},
-        "resources": [format!("arn:aws:iam::111122223333:user/target-{n}")],
-        "domain": "identity", "owner_team": team,
-        "event_time": "2026-11-28T10:00:00Z", "evidence": []
-    }))
-    .unwrap()
+    common::finding(&format!("web-{n:04}"), n, severity, rule, team)
 }
 
 struct Driver(Child);

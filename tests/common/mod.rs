@@ -21,3 +21,24 @@ pub fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A finding for feed tests: `user-<n>` changed `target-<n>`, owned by `team`.
+pub fn finding(
+    id: &str,
+    n: usize,
+    severity: seamwatch::detect::Severity,
+    rule: &str,
+    team: &str,
+) -> seamwatch::detect::Finding {
+    serde_json::from_value(serde_json::json!({
+        "id": id, "kind": "rule", "rule_id": rule,
+        "title": format!("{rule} #{n}"), "severity": severity.as_str(),
+        "rule_severity": severity.as_str(), "cloud": "aws", "account": "111122223333",
+        "service": "iam.amazonaws.com", "operation": "AttachUserPolicy",
+        "principal": {"kind": "user", "name": format!("user-{n}")},
+        "resources": [format!("arn:aws:iam::111122223333:user/target-{n}")],
+        "domain": "identity", "owner_team": team,
+        "event_time": "2026-11-28T10:00:00Z", "evidence": []
+    }))
+    .unwrap()
+}
