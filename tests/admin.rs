@@ -25,11 +25,10 @@ use seamwatch::analyze::Analyzer;
 use seamwatch::correlate::CorrelationConfig;
 use seamwatch::detect::loader::load_builtin_report;
 use seamwatch::detect::{Finding, Severity};
-use seamwatch::event::{FormatHint, Limits};
+use seamwatch::event::FormatHint;
 use seamwatch::matrix::Matrix;
 use seamwatch::pipeline::config::TopicConfig;
 use seamwatch::pipeline::outbox::{FindingSink, Tee};
-use seamwatch::pipeline::run::run;
 use seamwatch::pipeline::{JsonlOutbox, KafkaConfig, Metrics};
 use seamwatch::synth::{Generator, SynthConfig};
 
@@ -394,22 +393,7 @@ fn metrics_parse_and_move_as_events_flow_and_readiness_follows_the_assignment() 
     let pipeline = {
         let (metrics, stop, analyzer) = (metrics.clone(), stop.clone(), analyzer.clone());
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            let client = kafka.client_config(|_| None).unwrap();
-            rt.block_on(run(
-                &kafka,
-                client,
-                Limits::default(),
-                analyzer,
-                sink,
-                metrics,
-                stop,
-            ))
-            .unwrap()
+            common::pipeline::run_pipeline(&kafka, analyzer, sink, metrics, stop).unwrap()
         })
     };
     let mut generator = Generator::new(SynthConfig {

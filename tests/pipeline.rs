@@ -30,6 +30,8 @@ use seamwatch::pipeline::run::run;
 use seamwatch::pipeline::{JsonlOutbox, KafkaConfig, Metrics, PipelineError, RunSummary};
 use seamwatch::synth::{Generator, SynthConfig};
 
+mod common;
+
 const TOPIC: &str = "ct";
 const DLQ: &str = "dlq";
 const PARTITIONS: i32 = 4;
@@ -118,36 +120,7 @@ fn run_until(
     sink: Arc<dyn FindingSink>,
     until: u64,
 ) -> (Result<RunSummary, PipelineError>, Arc<Metrics>) {
-    let metrics = Arc::new(Metrics::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let (metrics, stop) = (metrics.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while metrics.messages.load(Ordering::Relaxed) < until && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            stop.store(true, Ordering::Relaxed);
-        })
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let client = kafka.client_config(|_| None).unwrap();
-    let result = rt.block_on(run(
-        kafka,
-        client,
-        Limits::default(),
-        analyzer(),
-        sink,
-        metrics.clone(),
-        stop.clone(),
-    ));
-    stop.store(true, Ordering::Relaxed);
-    watcher.join().unwrap();
-    (result, metrics)
+    common::pipeline::run_until(kafka, analyzer(), sink, until, Duration::from_secs(60))
 }
 
 fn outbox(path: &Path) -> Vec<serde_json::Value> {

@@ -12,8 +12,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
@@ -21,17 +20,17 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use seamwatch::analyze::Analyzer;
 use seamwatch::correlate::CorrelationConfig;
 use seamwatch::detect::loader::load_builtin_report;
-use seamwatch::event::{FormatHint, Limits};
+use seamwatch::event::FormatHint;
 use seamwatch::matrix::Matrix;
 use seamwatch::pipeline::config::TopicConfig;
 use seamwatch::pipeline::demo::demo_records;
 use seamwatch::pipeline::outbox::FindingSink;
-use seamwatch::pipeline::run::run;
-use seamwatch::pipeline::{JsonlOutbox, KafkaConfig, Metrics};
+use seamwatch::pipeline::{JsonlOutbox, KafkaConfig};
 use seamwatch::replay::Filter;
 
 mod common;
 use common::archive::{replay_ids, write_archive};
+use common::pipeline::run_until;
 
 const TOPIC: &str = "audit";
 
@@ -95,36 +94,14 @@ fn live_pipeline_and_replay_of_the_archive_find_the_same() {
         workers: 2,
         ..KafkaConfig::default()
     };
-    let metrics = Arc::new(Metrics::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let (metrics, stop, n) = (metrics.clone(), stop.clone(), records.len() as u64);
-        std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while metrics.messages.load(Ordering::Relaxed) < n && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            stop.store(true, Ordering::Relaxed);
-        })
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let client = kafka.client_config(|_| None).unwrap();
-    let summary = rt
-        .block_on(run(
-            &kafka,
-            client,
-            Limits::default(),
-            Arc::new(analyzer()),
-            sink,
-            metrics.clone(),
-            stop,
-        ))
-        .unwrap();
-    watcher.join().unwrap();
+    let (summary, _) = run_until(
+        &kafka,
+        Arc::new(analyzer()),
+        sink,
+        records.len() as u64,
+        Duration::from_secs(120),
+    );
+    let summary = summary.unwrap();
     assert_eq!(summary.messages, records.len() as u64);
     assert!(
         summary.dead_lettered > 0,

@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod lookup_events;
+pub mod pipeline;
 pub mod receiver;
 pub mod services;
 
