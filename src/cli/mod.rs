@@ -2,6 +2,8 @@
 //! mapping from errors to exit codes. Each subcommand lives in its own module
 //! and returns `anyhow::Result`; library modules below it use typed errors.
 
+mod drill;
+mod generate;
 mod input;
 mod matrix;
 mod outbox;
@@ -55,6 +57,10 @@ pub enum Command {
     Run(run::RunArgs),
     /// The whole pipeline on an in-process Kafka cluster with bundled traffic.
     Demo(run::DemoArgs),
+    /// Write synthetic audit traffic for the three clouds (archives, JSON Lines or Kafka).
+    Gen(Box<generate::GenArgs>),
+    /// Run a tabletop attack scenario through the rules and matrix; report the gaps.
+    Drill(drill::DrillArgs),
     /// Follow the findings of a running `seamwatch run`, one line each.
     Tail(tail::TailArgs),
     /// Inspect, re-drive or purge the alert outbox; deliver what waits.
@@ -87,6 +93,8 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => run::demo(args, &config),
         Command::Outbox(args) => outbox::run(args, &config),
         Command::Tail(args) => tail::run(args, &config),
+        Command::Gen(args) => generate::run(*args, &config),
+        Command::Drill(args) => drill::run(args, &config),
         Command::Rules(command) => rules::run(command),
         Command::Matrix(command) => matrix::run(command),
     };

@@ -134,7 +134,7 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
         .ok_or_else(|| format!("{text:?} is neither RFC 3339 nor YYYY-MM-DD"))
 }
 
-fn parse_cloud(text: &str) -> Result<Cloud, String> {
+pub(crate) fn parse_cloud(text: &str) -> Result<Cloud, String> {
     match text.to_ascii_lowercase().as_str() {
         "aws" => Ok(Cloud::Aws),
         "azure" => Ok(Cloud::Azure),

@@ -88,6 +88,20 @@ pub struct Generator {
 
 const AWS_REGIONS: [&str; 4] = ["us-east-1", "eu-west-1", "us-west-2", "ap-southeast-1"];
 
+const AZURE_USER_AGENTS: [&str; 4] = [
+    "Azure-CLI/2.58.0 (AZURECLI) azsdk-python-azure-mgmt-compute/30.5.0 Python/3.11.8",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/122.0 Safari/537.36 AzurePortal",
+    "HashiCorp Terraform/1.7.5 (+https://www.terraform.io) terraform-provider-azurerm/3.95.0",
+    "azsdk-go-armresources/v1.2.0 (go1.22.1; linux)",
+];
+
+const GCP_USER_AGENTS: [&str; 4] = [
+    "google-cloud-sdk gcloud/470.0.0 command/gcloud.compute.instances.start",
+    "Terraform/1.7.5 (+https://www.terraform.io) Terraform-Plugin-SDK/2.10.1 terraform-provider-google/5.21.0",
+    "google-api-go-client/0.5 (gzip),gzip(gfe)",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/122.0 Safari/537.36,gzip(gfe)",
+];
+
 const USER_AGENTS: [&str; 5] = [
     "aws-cli/2.15.30 Python/3.11.8 Linux/6.5.0 exe/x86_64.ubuntu.22",
     "Boto3/1.34.62 md/Botocore#1.34.62 ua/2.0 os/linux#6.1 lang/python#3.12.2",
@@ -151,7 +165,12 @@ impl Generator {
             name,
             key,
             ip,
-            user_agent: USER_AGENTS[(p as usize) % USER_AGENTS.len()].to_owned(),
+            user_agent: match cloud {
+                Cloud::Aws => USER_AGENTS[(p as usize) % USER_AGENTS.len()],
+                Cloud::Azure => AZURE_USER_AGENTS[(p as usize) % AZURE_USER_AGENTS.len()],
+                Cloud::Gcp => GCP_USER_AGENTS[(p as usize) % GCP_USER_AGENTS.len()],
+            }
+            .to_owned(),
             kind,
         }
     }
