@@ -170,6 +170,12 @@ pub(super) fn render(state: &AdminState) -> String {
         "Kafka append time to finding, milliseconds.",
     );
     t.summary("seamwatch_append_to_finding_ms", &[], &m.append_latency());
+    t.family(
+        "seamwatch_consumed_to_outbox_ms",
+        "summary",
+        "Consumer hand-over to the finding durable in the outbox (time inside seamwatch), milliseconds.",
+    );
+    t.summary("seamwatch_consumed_to_outbox_ms", &[], &m.inside_latency());
 
     if let Some(analyzer) = &state.analyzer {
         let c = analyzer.correlator().stats();

@@ -2,6 +2,7 @@
 //! mapping from errors to exit codes. Each subcommand lives in its own module
 //! and returns `anyhow::Result`; library modules below it use typed errors.
 
+mod bench;
 mod drill;
 mod generate;
 mod input;
@@ -59,6 +60,8 @@ pub enum Command {
     Demo(run::DemoArgs),
     /// Write synthetic audit traffic for the three clouds (archives, JSON Lines or Kafka).
     Gen(Box<generate::GenArgs>),
+    /// End-to-end benchmark against a Kafka broker: throughput, latency, and Sigma rules vs rsigma.
+    Bench(Box<bench::BenchArgs>),
     /// Run a tabletop attack scenario through the rules and matrix; report the gaps.
     Drill(drill::DrillArgs),
     /// Follow the findings of a running `seamwatch run`, one line each.
@@ -95,6 +98,7 @@ pub fn main() -> ExitCode {
         Command::Tail(args) => tail::run(args, &config),
         Command::Gen(args) => generate::run(*args, &config),
         Command::Drill(args) => drill::run(args, &config),
+        Command::Bench(args) => bench::run(*args, &config),
         Command::Rules(command) => rules::run(command),
         Command::Matrix(command) => matrix::run(command),
     };

@@ -31,6 +31,9 @@ pub struct Metrics {
     pub last_seen: DashMap<(String, &'static str), i64>,
     event_latency: Mutex<Histogram<u64>>,
     append_latency: Mutex<Histogram<u64>>,
+    /// Consumer hand-over to the finding durable in the outbox: the time
+    /// spent inside seamwatch, without the broker's.
+    inside_latency: Mutex<Histogram<u64>>,
 }
 
 /// Latencies are kept from 1 ms to 30 days, 3 significant digits.
@@ -53,6 +56,7 @@ impl Default for Metrics {
             last_seen: DashMap::new(),
             event_latency: Mutex::new(histogram()),
             append_latency: Mutex::new(histogram()),
+            inside_latency: Mutex::new(histogram()),
         }
     }
 }
@@ -66,6 +70,7 @@ pub struct LocalMetrics {
     pub dead_lettered: u64,
     pub event_latency: Histogram<u64>,
     pub append_latency: Histogram<u64>,
+    pub inside_latency: Histogram<u64>,
 }
 
 impl Default for LocalMetrics {
@@ -78,6 +83,7 @@ impl Default for LocalMetrics {
             dead_lettered: 0,
             event_latency: histogram(),
             append_latency: histogram(),
+            inside_latency: histogram(),
         }
     }
 }
@@ -142,6 +148,14 @@ impl Metrics {
             let _ = h.add(&local.append_latency);
             local.append_latency.reset();
         }
+        if !local.inside_latency.is_empty() {
+            let mut h = self
+                .inside_latency
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let _ = h.add(&local.inside_latency);
+            local.inside_latency.reset();
+        }
         local.messages = 0;
         local.findings = 0;
         local.dead_lettered = 0;
@@ -149,6 +163,15 @@ impl Metrics {
 
     pub fn event_latency(&self) -> Latency {
         Latency::of(&self.event_latency.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn inside_latency(&self) -> Latency {
+        Latency::of(
+            &self
+                .inside_latency
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
     }
 
     pub fn append_latency(&self) -> Latency {

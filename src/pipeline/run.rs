@@ -103,7 +103,8 @@ pub fn commit_lag<C: ConsumerContext>(
 }
 
 enum Work {
-    Message(OwnedMessage),
+    /// A message, and when the consumer handed it over.
+    Message(OwnedMessage, Instant),
     /// Flush, drop the correlation state of these partitions, acknowledge.
     Revoke(Vec<(String, i32)>, SyncSender<()>),
     /// Shutdown: flush, release what the correlation streams hold (up to the
@@ -449,7 +450,7 @@ pub async fn run(
             Ok(Ok(message)) => message.detach(),
         };
         let worker = &senders[message.partition().unsigned_abs() as usize % n];
-        let mut work = Work::Message(message);
+        let mut work = Work::Message(message, Instant::now());
         // Backpressure: wait for room, but keep noticing a stop.
         loop {
             match worker.try_send(work) {
@@ -598,6 +599,7 @@ fn worker(rx: Receiver<Work>, shared: &Shared) {
     let mut scratch = Scratch::default();
     let mut local = LocalMetrics::default();
     let mut batch: Vec<OwnedMessage> = Vec::with_capacity(shared.batch);
+    let mut received: Vec<Instant> = Vec::with_capacity(shared.batch);
     loop {
         if last_idle_check.elapsed() >= Duration::from_secs(1) {
             advance_idle(shared, &mut streams, &anchors, &mut local);
@@ -610,12 +612,18 @@ fn worker(rx: Receiver<Work>, shared: &Shared) {
         };
         let mut control = None;
         match first {
-            Work::Message(m) => batch.push(m),
+            Work::Message(m, at) => {
+                batch.push(m);
+                received.push(at);
+            }
             other => control = Some(other),
         }
         while control.is_none() && batch.len() < shared.batch {
             match rx.try_recv() {
-                Ok(Work::Message(m)) => batch.push(m),
+                Ok(Work::Message(m, at)) => {
+                    batch.push(m);
+                    received.push(at);
+                }
                 Ok(other) => control = Some(other),
                 Err(_) => break,
             }
@@ -624,6 +632,7 @@ fn worker(rx: Receiver<Work>, shared: &Shared) {
             if let Err(e) = process_batch(
                 shared,
                 &batch,
+                &received,
                 &mut streams,
                 &mut decoders,
                 &mut scratch,
@@ -651,6 +660,7 @@ fn worker(rx: Receiver<Work>, shared: &Shared) {
             }
         }
         batch.clear();
+        received.clear();
         match control {
             Some(Work::Finish(ack)) => {
                 let mut findings = Vec::new();
@@ -719,6 +729,7 @@ fn worker(rx: Receiver<Work>, shared: &Shared) {
 fn process_batch(
     shared: &Shared,
     batch: &[OwnedMessage],
+    received: &[Instant],
     streams: &mut HashMap<(String, i32), Stream>,
     decoders: &mut HashMap<String, Decoder>,
     scratch: &mut Scratch,
@@ -726,6 +737,8 @@ fn process_batch(
 ) -> Result<(), PipelineError> {
     let mut findings = Vec::new();
     let mut dead: Vec<(usize, Vec<u8>, &'static str, String)> = Vec::new();
+    // Messages that raised findings, to time them once the outbox has them.
+    let mut raised: Vec<usize> = Vec::new();
     let now_ms = chrono::Utc::now().timestamp_millis();
     for (i, message) in batch.iter().enumerate() {
         local.messages += 1;
@@ -762,6 +775,9 @@ fn process_batch(
                 dead.push((i, error.raw.to_vec(), error.reason.as_str(), error.detail));
             }
         });
+        if findings.len() > first {
+            raised.push(i);
+        }
         for finding in &findings[first..] {
             if let Some(t) = finding.event_time {
                 let _ = local
@@ -776,6 +792,13 @@ fn process_batch(
     local.findings += findings.len() as u64;
     shared.sink.append(&findings)?;
     shared.sink.sync()?;
+    let synced = Instant::now();
+    for i in raised {
+        if let Some(at) = received.get(i) {
+            let ms = synced.saturating_duration_since(*at).as_millis() as u64;
+            let _ = local.inside_latency.record(ms.max(1));
+        }
+    }
     dead_letter(shared, batch, &dead, local)?;
     // Only now may the offsets move: the last message of each partition.
     let mut last: HashMap<(&str, i32), i64> = HashMap::new();
