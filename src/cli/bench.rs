@@ -47,6 +47,8 @@ use crate::loadgen::{GenConfig, GenEvent, Generator};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Phase {
     Throughput,
+    /// Throughput with 1, 2, … processes in one consumer group (`--members`).
+    Scaling,
     Latency,
     Sigma,
 }
@@ -67,6 +69,9 @@ pub struct BenchArgs {
     /// Repetitions of each phase; the table shows medians.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// Process counts for the scaling phase.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    pub members: Vec<usize>,
     /// Records for the throughput phase.
     #[arg(long, default_value_t = 1_000_000)]
     pub events: u64,
@@ -311,6 +316,7 @@ impl Pipeline {
     fn start(
         work: &Path,
         name: &str,
+        group: &str,
         brokers: &str,
         topics: &Topics,
         webhook: Option<SocketAddr>,
@@ -329,7 +335,7 @@ impl Pipeline {
         let config = format!(
             r#"[kafka]
 brokers = "{brokers}"
-group_id = "bench-{name}"
+group_id = "bench-{group}"
 start = "earliest"
 dead_letter_topic = ""
 commit_interval = "1s"
@@ -447,8 +453,9 @@ fn throughput(
     rt: &tokio::runtime::Runtime,
     work: &Path,
     run: usize,
+    members: usize,
 ) -> anyhow::Result<ThroughputRun> {
-    let name = format!("tp{run}-{}", now_ms());
+    let name = format!("tp{run}x{members}-{}", now_ms());
     let topics = Topics::new(&name);
     create_topics(rt, &args.brokers, &topics, args.partitions)?;
     eprintln!(
@@ -479,16 +486,22 @@ fn throughput(
         "bench: throughput run {}: draining with seamwatch run",
         run + 1
     );
-    let pipeline = Pipeline::start(
-        work,
-        &name,
-        &args.brokers,
-        &topics,
-        None,
-        &args.consumer_properties,
-    )?;
+    let pipelines: Vec<Pipeline> = (0..members)
+        .map(|m| {
+            Pipeline::start(
+                work,
+                &format!("{name}-m{m}"),
+                &name,
+                &args.brokers,
+                &topics,
+                None,
+                &args.consumer_properties,
+            )
+        })
+        .collect::<anyhow::Result<_>>()?;
     let http = reqwest::Client::new();
     let total = args.events;
+    let cpu = |ps: &[Pipeline]| ps.iter().map(|p| p.usage().0).sum::<f64>();
     let result = rt.block_on(async {
         let mut first: Option<(Instant, u64, f64)> = None;
         let deadline = Instant::now() + Duration::from_secs(1800);
@@ -498,28 +511,34 @@ fn throughput(
                 Instant::now() < deadline,
                 "the pipeline did not drain within 30 minutes"
             );
-            let Some((events, errors)) = pipeline.counts(&http).await else {
-                continue;
-            };
-            let done = events + errors;
-            if first.is_none() && done > 0 {
-                first = Some((Instant::now(), done, pipeline.usage().0));
+            let mut done = 0;
+            for p in &pipelines {
+                if let Some((events, errors)) = p.counts(&http).await {
+                    done += events + errors;
+                }
             }
+            if first.is_none() && done > 0 {
+                first = Some((Instant::now(), done, cpu(&pipelines)));
+            }
+            // A member that restarts after a rebalance may count some
+            // records twice: at least every record is consumed.
             if done >= total {
                 let (t0, n0, cpu0) = first.unwrap_or((Instant::now(), 0, 0.0));
                 let secs = t0.elapsed().as_secs_f64().max(1e-3);
-                let (cpu, rss) = pipeline.usage();
                 let drained = (done - n0) as f64;
+                let rss = pipelines.iter().map(|p| p.usage().1).fold(0.0, f64::max);
                 return Ok(ThroughputRun {
                     events_per_s: drained / secs,
                     mb_per_s: bytes as f64 / total as f64 * drained / secs / 1e6,
-                    cpu_s_per_m: (cpu - cpu0) / drained * 1e6,
+                    cpu_s_per_m: (cpu(&pipelines) - cpu0) / drained * 1e6,
                     peak_rss_mb: rss,
                 });
             }
         }
     });
-    pipeline.stop();
+    for p in pipelines {
+        p.stop();
+    }
     result
 }
 
@@ -633,6 +652,7 @@ fn latency(
     ))?;
     let pipeline = Pipeline::start(
         work,
+        &name,
         &name,
         &args.brokers,
         &topics,
@@ -874,7 +894,7 @@ pub fn run(args: BenchArgs, _config: &Config) -> anyhow::Result<ExitCode> {
     };
     if args.phases.contains(&Phase::Throughput) {
         let runs: Vec<ThroughputRun> = (0..args.runs)
-            .map(|i| throughput(&args, &rt, &work, i))
+            .map(|i| throughput(&args, &rt, &work, i, 1))
             .collect::<anyhow::Result<_>>()?;
         row(
             &mut out,
@@ -900,6 +920,25 @@ pub fn run(args: BenchArgs, _config: &Config) -> anyhow::Result<ExitCode> {
             &mut runs.iter().map(|r| r.peak_rss_mb).collect(),
             "MB",
         )?;
+    }
+    if args.phases.contains(&Phase::Scaling) {
+        for &members in &args.members {
+            let runs: Vec<ThroughputRun> = (0..args.runs)
+                .map(|i| throughput(&args, &rt, &work, i, members.max(1)))
+                .collect::<anyhow::Result<_>>()?;
+            row(
+                &mut out,
+                &format!("{members} process(es) in one group, Kafka → outbox"),
+                &mut runs.iter().map(|r| r.events_per_s).collect(),
+                "events/s",
+            )?;
+            row(
+                &mut out,
+                &format!("{members} process(es): CPU per million events"),
+                &mut runs.iter().map(|r| r.cpu_s_per_m).collect(),
+                "CPU s",
+            )?;
+        }
     }
     if args.phases.contains(&Phase::Latency) {
         for &rate in &args.latency_rate {
