@@ -96,6 +96,11 @@ fn generate(root: &std::path::Path, n: usize) -> (u64, u64) {
 }
 
 fn main() {
+    // As the binary does (src/main.rs): no transparent huge pages.
+    // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integers.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
     let n: usize = std::env::var("SEAMWATCH_BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -129,6 +129,15 @@ fn gen_rejects_bad_settings_with_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--attack-share 3: expected 0 to 1"));
     let out = seamwatch().args(["gen", "-n", "5"]).output().unwrap();
     assert!(!out.status.success(), "an output is required");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("keep.txt"), "x").unwrap();
+    let out = seamwatch()
+        .args(["gen", "-n", "5", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the folder is not empty"));
 }
 
 #[test]

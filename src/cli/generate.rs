@@ -160,6 +160,14 @@ pub fn run(args: GenArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let mut progress = Progress::new(args.events);
     let mut extra = String::new();
     if let Some(root) = &args.out {
+        // Hourly Azure and GCP files are appended to: a second run into the
+        // same folder would mix two archives.
+        if std::fs::read_dir(root).is_ok_and(|mut entries| entries.next().is_some()) {
+            anyhow::bail!(
+                "--out {}: the folder is not empty; remove it or choose another",
+                root.display()
+            );
+        }
         let mut writer = ArchiveWriter::new(root);
         for n in 0..args.events {
             let event = generator.next_event();
