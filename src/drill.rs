@@ -121,12 +121,8 @@ pub fn run<'s>(analyzer: &Analyzer, scenario: &'s Scenario) -> DrillReport<'s> {
             _ => after.push(finding),
         }
     }
-    let fired: BTreeSet<String> = per_step
-        .iter()
-        .flatten()
-        .chain(after.iter())
-        .map(|f| f.rule_id.clone())
-        .collect();
+    // A step's expectation is met by a finding on that step only: one that
+    // fires elsewhere is a different detection (too late, or by chance).
     let steps = scenario
         .steps
         .iter()
@@ -137,18 +133,19 @@ pub fn run<'s>(analyzer: &Analyzer, scenario: &'s Scenario) -> DrillReport<'s> {
                 .expect
                 .iter()
                 .copied()
-                .filter(|id| !fired.contains(*id))
+                .filter(|id| !findings.iter().any(|f| f.rule_id == *id))
                 .collect(),
             step,
             findings,
             processing,
         })
         .collect();
+    let after_fired: BTreeSet<&str> = after.iter().map(|f| f.rule_id.as_str()).collect();
     let missing_after = scenario
         .expect_after
         .iter()
         .map(|(id, _)| *id)
-        .filter(|id| !fired.contains(*id))
+        .filter(|id| !after_fired.contains(id))
         .collect();
     DrillReport {
         scenario,

@@ -39,14 +39,18 @@ fn feed_configurations_load_and_make_client_settings() {
             );
         }
         // Never a secret in the file itself: the password comes from the
-        // environment (a literal `password` key would not load at all).
+        // environment or a file it names.
+        let text = std::fs::read_to_string(&path).unwrap();
         assert!(
-            !config.kafka.security.password_env.is_empty()
-                || config.kafka.security.password_file.is_some()
-                || protocol == "plaintext",
+            !text
+                .lines()
+                .any(|l| l.trim_start().starts_with("password =")),
             "{}",
             path.display()
         );
+        if protocol.starts_with("sasl") {
+            assert!(text.contains("password_env") || text.contains("password_file"));
+        }
     }
     assert_eq!(seen, 3, "aws-msk, azure-event-hubs, gcp-pubsub");
 }
@@ -73,6 +77,25 @@ fn the_kustomization_names_files_that_exist() {
         }
         assert!(dir.join(&file).is_file(), "{file} is named but missing");
     }
+}
+
+#[test]
+fn rules_mounted_from_a_config_map_load_once() {
+    // The layout kubelet gives a ConfigMap volume: the files in a
+    // timestamped folder, `..data` linking to it, and links at the top.
+    let dir = tempfile::tempdir().unwrap();
+    let stamped = dir.path().join("..2026_11_28_10_00_00.1");
+    std::fs::create_dir(&stamped).unwrap();
+    std::fs::copy(
+        root().join("deploy/kubernetes/rules/local.yaml"),
+        stamped.join("local.yaml"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..2026_11_28_10_00_00.1", dir.path().join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/local.yaml", dir.path().join("local.yaml")).unwrap();
+    let report = seamwatch::detect::loader::load_path(dir.path()).unwrap();
+    assert_eq!(report.rules.len(), 1);
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
 }
 
 #[test]

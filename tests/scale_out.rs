@@ -84,9 +84,16 @@ fn produce(brokers: &str, records: &[DemoRecord], topic_of: &impl Fn(&str) -> St
                 .payload(record.payload.as_slice()),
         );
         while let Some(r) = next.take() {
-            if let Err((_, back)) = producer.send(r) {
-                producer.poll(Duration::from_millis(20));
-                next = Some(back);
+            match producer.send(r) {
+                Ok(()) => {}
+                Err((e, back))
+                    if e.rdkafka_error_code()
+                        == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+                {
+                    producer.poll(Duration::from_millis(20));
+                    next = Some(back);
+                }
+                Err((e, _)) => panic!("producing to {topic}: {e}"),
             }
         }
         producer.poll(Duration::ZERO);
@@ -160,7 +167,19 @@ impl Member {
             .args(["-TERM", &child.id().to_string()])
             .status()
             .unwrap();
-        child.wait().unwrap().success()
+        // A graceful stop drains and commits; it must not take forever.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Partitions assigned now, from its /metrics (None: not answering).

@@ -205,6 +205,20 @@ impl Topics {
     }
 }
 
+/// Removes a run's topics from the broker (best effort): a benchmark should
+/// not leave gigabytes behind.
+fn delete_topics(rt: &tokio::runtime::Runtime, brokers: &str, topics: &Topics) {
+    let Ok(admin) = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create::<AdminClient<DefaultClientContext>>()
+    else {
+        return;
+    };
+    if let Err(e) = rt.block_on(admin.delete_topics(&topics.all(), &AdminOptions::new())) {
+        tracing::warn!(error = %e, "benchmark topics not deleted");
+    }
+}
+
 fn create_topics(
     rt: &tokio::runtime::Runtime,
     brokers: &str,
@@ -486,7 +500,7 @@ fn throughput(
         "bench: throughput run {}: draining with seamwatch run",
         run + 1
     );
-    let pipelines: Vec<Pipeline> = (0..members)
+    let mut pipelines: Vec<Pipeline> = (0..members)
         .map(|m| {
             Pipeline::start(
                 work,
@@ -512,6 +526,14 @@ fn throughput(
                 "the pipeline did not drain within 30 minutes"
             );
             let mut done = 0;
+            for p in pipelines.iter_mut() {
+                if let Ok(Some(status)) = p.child.try_wait() {
+                    anyhow::bail!(
+                        "seamwatch run exited early ({status}); see its log in {}",
+                        work.display()
+                    );
+                }
+            }
             for p in &pipelines {
                 if let Some((events, errors)) = p.counts(&http).await {
                     done += events + errors;
@@ -539,6 +561,7 @@ fn throughput(
     for p in pipelines {
         p.stop();
     }
+    delete_topics(rt, &args.brokers, &topics);
     result
 }
 
@@ -567,42 +590,32 @@ struct LatencyRun {
 }
 
 /// The webhook receiver: each finding's latency from its records' Kafka time.
-async fn receiver(
-    times: Arc<DashMap<String, i64>>,
-    histogram: Arc<std::sync::Mutex<Histogram<u64>>>,
-    unmatched: Arc<AtomicU64>,
-) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+/// What the webhook receiver saw: each single-event finding's record
+/// sources and when it arrived (µs). Matched to the records' Kafka times
+/// only after every acknowledgement is in, so a finding that beats its
+/// record's acknowledgement is still counted.
+type Arrivals = Arc<std::sync::Mutex<Vec<(Vec<String>, i64)>>>;
+
+/// The webhook receiver.
+async fn receiver(arrivals: Arrivals) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     use axum::routing::post;
     let app = axum::Router::new().route(
         "/hook",
         post(move |body: axum::body::Bytes| {
-            let times = times.clone();
-            let histogram = histogram.clone();
-            let unmatched = unmatched.clone();
+            let arrivals = arrivals.clone();
             async move {
                 let received = now_us();
-                let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                 // Correlations fire when their window says so (an absence
                 // rule 15 minutes on): only single-event findings are timed.
                 if memchr::memmem::find(&body, b"\"kind\":\"correlation\"").is_some() {
                     return "ok";
                 }
+                let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                 let mut sources = Vec::new();
                 collect_sources(&value, &mut sources);
-                let latest = sources
-                    .iter()
-                    .filter_map(|s| times.get(*s).map(|t| *t))
-                    .max();
-                match latest {
-                    Some(ms) => {
-                        let micros = (received - ms * 1000).max(0) as u64;
-                        if let Ok(mut h) = histogram.lock() {
-                            let _ = h.record(micros.max(1));
-                        }
-                    }
-                    None => {
-                        unmatched.fetch_add(1, Ordering::Relaxed);
-                    }
+                let sources = sources.into_iter().map(str::to_owned).collect();
+                if let Ok(mut a) = arrivals.lock() {
+                    a.push((sources, received));
                 }
                 "ok"
             }
@@ -639,17 +652,8 @@ fn latency(
         remember: true,
         ..Acks::default()
     };
-    let histogram = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new_with_bounds(
-        1,
-        600_000_000,
-        3,
-    )?));
-    let unmatched = Arc::new(AtomicU64::new(0));
-    let (addr, task) = rt.block_on(receiver(
-        acks.times.clone(),
-        histogram.clone(),
-        unmatched.clone(),
-    ))?;
+    let arrivals: Arrivals = Arc::default();
+    let (addr, task) = rt.block_on(receiver(arrivals.clone()))?;
     let pipeline = Pipeline::start(
         work,
         &name,
@@ -661,19 +665,27 @@ fn latency(
     )?;
     // Let it join the group and get its partitions before the clock starts.
     let http = reqwest::Client::new();
-    rt.block_on(async {
-        for _ in 0..300 {
+    let ready = rt.block_on(async {
+        for _ in 0..600 {
             if let Ok(r) = http
                 .get(format!("http://{}/readyz", pipeline.admin))
                 .send()
                 .await
                 && r.status().is_success()
             {
-                break;
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        false
     });
+    if !ready {
+        pipeline.stop();
+        anyhow::bail!(
+            "seamwatch run did not get its partitions within 60 s (see {})",
+            work.join(format!("{name}.log")).display()
+        );
+    }
     eprintln!(
         "bench: latency run {}: {} records/s for {} s",
         run + 1,
@@ -747,17 +759,40 @@ fn latency(
     });
     pipeline.stop();
     task.abort();
-    let h = histogram
+    delete_topics(rt, &args.brokers, &topics);
+    let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let mut unmatched = 0;
+    for (sources, received) in arrivals
         .lock()
-        .map_err(|_| anyhow::anyhow!("histogram lock"))?;
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        .map_err(|_| anyhow::anyhow!("arrivals lock"))?
+        .iter()
+    {
+        match sources
+            .iter()
+            .filter_map(|s| acks.times.get(s).map(|t| *t))
+            .max()
+        {
+            Some(ms) => {
+                let _ = h.record(((received - ms * 1000).max(1)) as u64);
+            }
+            None => unmatched += 1,
+        }
+    }
+    // No finding timed: no percentiles (not zeros).
+    let ms = |q: f64| {
+        if h.is_empty() {
+            f64::NAN
+        } else {
+            h.value_at_quantile(q) as f64 / 1000.0
+        }
+    };
     Ok(LatencyRun {
         findings: h.len(),
-        unmatched: unmatched.load(Ordering::Relaxed),
+        unmatched,
         p50_ms: ms(0.5),
         p99_ms: ms(0.99),
         p999_ms: ms(0.999),
-        max_ms: h.max() as f64 / 1000.0,
+        max_ms: ms(1.0),
         achieved_rate,
         inside_p50_ms: inside.0,
         inside_p99_ms: inside.1,
@@ -860,15 +895,16 @@ pub fn run(args: BenchArgs, _config: &Config) -> anyhow::Result<ExitCode> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let temp;
-    let work = match &args.work_dir {
+    // A folder of our own is removed at the end (outboxes, generated
+    // records: hundreds of MB); one named with --work-dir is kept.
+    let (work, _cleanup) = match &args.work_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)?;
-            dir.clone()
+            (dir.clone(), None)
         }
         None => {
-            temp = tempfile_dir()?;
-            temp.clone()
+            let dir = tempfile_dir()?;
+            (dir.clone(), Some(RemoveOnDrop(dir)))
         }
     };
     let mut out = std::io::stdout().lock();
@@ -1024,8 +1060,26 @@ pub fn run(args: BenchArgs, _config: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh private working folder: created here (never reused) and readable
+/// by this user only, since the configurations in it may carry properties.
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("seamwatch-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = std::env::temp_dir().join(format!(
+        "seamwatch-bench-{}-{}",
+        std::process::id(),
+        now_us()
+    ));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }

@@ -107,12 +107,25 @@ fn gen_config(args: &GenArgs) -> anyhow::Result<GenConfig> {
             "{name} {share}: expected 0 to 1"
         );
     }
-    anyhow::ensure!(density > 0.0, "--density must be above 0");
+    anyhow::ensure!(
+        density >= 1e-3,
+        "--density {density}: expected at least 0.001"
+    );
+    anyhow::ensure!(
+        args.rate == 0.0 || args.rate >= 1e-3,
+        "--rate {}: expected 0 (as fast as possible) or at least 0.001",
+        args.rate
+    );
+    anyhow::ensure!(
+        (1..=65_536).contains(&args.accounts),
+        "--accounts {}: expected 1 to 65536",
+        args.accounts
+    );
     anyhow::ensure!(!args.clouds.is_empty(), "--clouds: name at least one cloud");
     Ok(GenConfig {
         seed: args.seed,
         clouds: args.clouds.clone(),
-        accounts: args.accounts.max(1),
+        accounts: args.accounts,
         principals: args.principals.max(1),
         start_ms,
         events_per_second: density,

@@ -172,6 +172,10 @@ pub fn load_path(path: &Path) -> Result<LoadReport, RuleError> {
         walkdir::WalkDir::new(path)
             .follow_links(true)
             .into_iter()
+            // A Kubernetes ConfigMap volume holds each file three times: in
+            // a `..<timestamp>` folder, through the `..data` link, and as a
+            // link at the top. Only the top-level names count.
+            .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with(".."))
             .filter_map(Result::ok)
             .filter(|e| e.file_type().is_file() && is_rule_file(e.path()))
             .map(|e| e.into_path())
