@@ -9,16 +9,16 @@
 //! one and sets it, together with `SEAMWATCH_REQUIRE_BROKER=1`, which makes
 //! a missing broker a failure instead of a notice).
 
+mod common;
+
+use common::broker;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use seamwatch::analyze::{Analyzer, Scratch};
 use seamwatch::correlate::{CorrelationConfig, Stream};
 use seamwatch::detect::Finding;
@@ -26,68 +26,7 @@ use seamwatch::detect::finding::SourceRef;
 use seamwatch::detect::loader::load_builtin_report;
 use seamwatch::event::Decoder;
 use seamwatch::matrix::Matrix;
-use seamwatch::pipeline::demo::{DemoRecord, demo_records};
-
-fn brokers() -> Option<String> {
-    match std::env::var("SEAMWATCH_TEST_BROKERS") {
-        Ok(b) if !b.is_empty() => Some(b),
-        _ => {
-            assert!(
-                std::env::var("SEAMWATCH_REQUIRE_BROKER").is_err(),
-                "SEAMWATCH_REQUIRE_BROKER is set but SEAMWATCH_TEST_BROKERS is not"
-            );
-            eprintln!(
-                "NOTE: SEAMWATCH_TEST_BROKERS is not set; the real-broker end-to-end test did not run (.ci/run runs it)"
-            );
-            None
-        }
-    }
-}
-
-fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
-        .collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let results = rt
-        .block_on(admin.create_topics(&new, &AdminOptions::new()))
-        .unwrap();
-    for result in results {
-        result.unwrap();
-    }
-}
-
-fn produce(brokers: &str, records: &[DemoRecord], topic_of: impl Fn(&str) -> String) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .create()
-        .unwrap();
-    for record in records {
-        let topic = topic_of(record.topic);
-        let mut next = Some(
-            BaseRecord::to(&topic)
-                .key(record.key.as_bytes())
-                .payload(record.payload.as_slice()),
-        );
-        while let Some(r) = next.take() {
-            if let Err((_, back)) = producer.send(r) {
-                producer.poll(Duration::from_millis(20));
-                next = Some(back);
-            }
-        }
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
-}
+use seamwatch::pipeline::demo::demo_records;
 
 fn start(config: &Path, brokers: &str, topics: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_seamwatch"))
@@ -126,7 +65,9 @@ fn outbox_ids(path: &Path) -> (BTreeSet<String>, usize) {
 
 #[test]
 fn seamwatch_run_survives_kill_9_without_losing_a_finding() {
-    let Some(brokers) = brokers() else { return };
+    let Some(brokers) = broker::brokers("real-broker end-to-end test") else {
+        return;
+    };
     let analyzer = Analyzer::build(
         load_builtin_report().unwrap(),
         Arc::new(Matrix::builtin()),
@@ -174,13 +115,13 @@ fn seamwatch_run_survives_kill_9_without_losing_a_finding() {
         .as_millis();
     let topic_of = |t: &str| format!("e2e-{run_id}-{t}");
     let dlq = topic_of("dead-letter");
-    create_topics(
+    broker::create_topics(
         &brokers,
         &[
-            (&topic_of("cloudtrail"), 3),
-            (&topic_of("azure-activity"), 2),
-            (&topic_of("gcp-audit"), 2),
-            (&dlq, 1),
+            (topic_of("cloudtrail"), 3),
+            (topic_of("azure-activity"), 2),
+            (topic_of("gcp-audit"), 2),
+            (dlq.clone(), 1),
         ],
     );
     let topics = format!(
@@ -205,7 +146,7 @@ fn seamwatch_run_survives_kill_9_without_losing_a_finding() {
     // First half, then kill -9 while it works.
     let half = records.len() / 2;
     let mut child = start(&config, &brokers, &topics);
-    produce(&brokers, &records[..half], topic_of);
+    broker::produce(&brokers, &records[..half], &topic_of);
     let deadline = Instant::now() + Duration::from_secs(60);
     while outbox_ids(&outbox).0.len() < expected.len() / 4 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
@@ -217,7 +158,7 @@ fn seamwatch_run_survives_kill_9_without_losing_a_finding() {
     let before = outbox_ids(&outbox).0.len();
 
     // Second half; a new process resumes from the last commit.
-    produce(&brokers, &records[half..], topic_of);
+    broker::produce(&brokers, &records[half..], &topic_of);
     let mut child = start(&config, &brokers, &topics);
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut got = outbox_ids(&outbox).0;

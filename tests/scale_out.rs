@@ -19,11 +19,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::broker;
 use common::receiver::{Receiver, Reply};
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use seamwatch::analyze::{Analyzer, Scratch};
 use seamwatch::correlate::{CorrelationConfig, Stream};
 use seamwatch::detect::finding::SourceRef;
@@ -31,75 +28,7 @@ use seamwatch::detect::loader::load_builtin_report;
 use seamwatch::detect::{Finding, FindingKind};
 use seamwatch::event::Decoder;
 use seamwatch::matrix::Matrix;
-use seamwatch::pipeline::demo::{DemoRecord, demo_records};
-
-fn brokers() -> Option<String> {
-    match std::env::var("SEAMWATCH_TEST_BROKERS") {
-        Ok(b) if !b.is_empty() => Some(b),
-        _ => {
-            assert!(
-                std::env::var("SEAMWATCH_REQUIRE_BROKER").is_err(),
-                "SEAMWATCH_REQUIRE_BROKER is set but SEAMWATCH_TEST_BROKERS is not"
-            );
-            eprintln!(
-                "NOTE: SEAMWATCH_TEST_BROKERS is not set; the scale-out test did not run (.ci/run runs it)"
-            );
-            None
-        }
-    }
-}
-
-fn create_topics(brokers: &str, topics: &[(String, i32)]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
-        .collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    for result in rt
-        .block_on(admin.create_topics(&new, &AdminOptions::new()))
-        .unwrap()
-    {
-        result.unwrap();
-    }
-}
-
-fn produce(brokers: &str, records: &[DemoRecord], topic_of: &impl Fn(&str) -> String) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .create()
-        .unwrap();
-    for record in records {
-        let topic = topic_of(record.topic);
-        let mut next = Some(
-            BaseRecord::to(&topic)
-                .key(record.key.as_bytes())
-                .payload(record.payload.as_slice()),
-        );
-        while let Some(r) = next.take() {
-            match producer.send(r) {
-                Ok(()) => {}
-                Err((e, back))
-                    if e.rdkafka_error_code()
-                        == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
-                {
-                    producer.poll(Duration::from_millis(20));
-                    next = Some(back);
-                }
-                Err((e, _)) => panic!("producing to {topic}: {e}"),
-            }
-        }
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
-}
+use seamwatch::pipeline::demo::demo_records;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -231,7 +160,9 @@ fn delivered(receiver: &Receiver) -> BTreeMap<String, usize> {
 
 #[test]
 fn three_processes_split_the_partitions_and_survive_a_kill_9() {
-    let Some(brokers) = brokers() else { return };
+    let Some(brokers) = broker::brokers("scale-out test") else {
+        return;
+    };
     let analyzer = Analyzer::build(
         load_builtin_report().unwrap(),
         Arc::new(Matrix::builtin()),
@@ -291,7 +222,7 @@ fn three_processes_split_the_partitions_and_survive_a_kill_9() {
         .unwrap()
         .as_millis();
     let topic_of = |t: &str| format!("scale-{run_id}-{t}");
-    create_topics(
+    broker::create_topics(
         &brokers,
         &[
             (topic_of("cloudtrail"), 6),
@@ -328,7 +259,7 @@ fn three_processes_split_the_partitions_and_survive_a_kill_9() {
 
     // The first half, then the second member is killed mid-stream.
     let half = records.len() / 2;
-    produce(&brokers, &records[..half], &topic_of);
+    broker::produce(&brokers, &records[..half], &topic_of);
     wait_until(
         "findings from the first half",
         Duration::from_secs(60),
@@ -347,7 +278,7 @@ fn three_processes_split_the_partitions_and_survive_a_kill_9() {
 
     // The second half goes to the two survivors; then the killed member
     // comes back on its own outbox and delivers what it had made durable.
-    produce(&brokers, &records[half..], &topic_of);
+    broker::produce(&brokers, &records[half..], &topic_of);
     members[1].start(&brokers, &topics);
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut missing: Vec<&Finding> = Vec::new();

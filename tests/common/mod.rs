@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod archive;
+pub mod broker;
 pub mod lookup_events;
 pub mod pipeline;
 pub mod receiver;
