@@ -16,16 +16,13 @@ use common::broker;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use seamwatch::analyze::{Analyzer, Scratch};
-use seamwatch::correlate::{CorrelationConfig, Stream};
+use seamwatch::analyze::Scratch;
+use seamwatch::correlate::Stream;
 use seamwatch::detect::Finding;
 use seamwatch::detect::finding::SourceRef;
-use seamwatch::detect::loader::load_builtin_report;
 use seamwatch::event::Decoder;
-use seamwatch::matrix::Matrix;
 use seamwatch::pipeline::demo::demo_records;
 
 fn start(config: &Path, brokers: &str, topics: &str) -> Child {
@@ -68,12 +65,7 @@ fn seamwatch_run_survives_kill_9_without_losing_a_finding() {
     let Some(brokers) = broker::brokers("real-broker end-to-end test") else {
         return;
     };
-    let analyzer = Analyzer::build(
-        load_builtin_report().unwrap(),
-        Arc::new(Matrix::builtin()),
-        CorrelationConfig::default(),
-    )
-    .0;
+    let analyzer = common::builtin_analyzer();
     let records = demo_records(analyzer.correlator().correlations(), 3_000);
 
     // What must arrive: every single-event finding of the corpus.

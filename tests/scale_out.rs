@@ -16,27 +16,16 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::broker;
 use common::receiver::{Receiver, Reply};
-use seamwatch::analyze::{Analyzer, Scratch};
-use seamwatch::correlate::{CorrelationConfig, Stream};
+use seamwatch::analyze::Scratch;
+use seamwatch::correlate::Stream;
 use seamwatch::detect::finding::SourceRef;
-use seamwatch::detect::loader::load_builtin_report;
 use seamwatch::detect::{Finding, FindingKind};
 use seamwatch::event::Decoder;
-use seamwatch::matrix::Matrix;
 use seamwatch::pipeline::demo::demo_records;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Member {
     config: PathBuf,
@@ -46,7 +35,7 @@ struct Member {
 
 impl Member {
     fn new(dir: &Path, i: usize, run_id: u128, hook: &str) -> Member {
-        let admin = free_port();
+        let admin = common::free_port();
         let config = dir.join(format!("member-{i}.toml"));
         std::fs::write(
             &config,
@@ -135,14 +124,6 @@ impl Drop for Member {
     }
 }
 
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Finding ids of the delivered alert notices, with how often each came.
 fn delivered(receiver: &Receiver) -> BTreeMap<String, usize> {
     let mut ids = BTreeMap::new();
@@ -163,12 +144,7 @@ fn three_processes_split_the_partitions_and_survive_a_kill_9() {
     let Some(brokers) = broker::brokers("scale-out test") else {
         return;
     };
-    let analyzer = Analyzer::build(
-        load_builtin_report().unwrap(),
-        Arc::new(Matrix::builtin()),
-        CorrelationConfig::default(),
-    )
-    .0;
+    let analyzer = common::builtin_analyzer();
     let records = demo_records(analyzer.correlator().correlations(), 3_000);
 
     // What must arrive: the corpus's findings, each account's records in
@@ -247,9 +223,9 @@ fn three_processes_split_the_partitions_and_survive_a_kill_9() {
         member.start(&brokers, &topics);
     }
     // The group forms and splits the partitions between the three.
-    wait_until(
-        "three members sharing the partitions",
+    common::wait_for(
         Duration::from_secs(90),
+        "three members sharing the partitions",
         || {
             let counts: Vec<Option<u64>> = members.iter().map(Member::assigned).collect();
             counts.iter().all(|c| c.is_some_and(|n| n > 0))
@@ -260,16 +236,16 @@ fn three_processes_split_the_partitions_and_survive_a_kill_9() {
     // The first half, then the second member is killed mid-stream.
     let half = records.len() / 2;
     broker::produce(&brokers, &records[..half], &topic_of);
-    wait_until(
-        "findings from the first half",
+    common::wait_for(
         Duration::from_secs(60),
+        "findings from the first half",
         || delivered(&receiver).len() >= expected.len() / 4,
     );
     std::thread::sleep(Duration::from_millis(800)); // a commit or two
     members[1].kill();
-    wait_until(
-        "the survivors to take every partition",
+    common::wait_for(
         Duration::from_secs(90),
+        "the survivors to take every partition",
         || {
             members[0].assigned().unwrap_or(0) + members[2].assigned().unwrap_or(0)
                 == total_partitions

@@ -11,6 +11,25 @@ pub mod services;
 
 use std::time::{Duration, Instant};
 
+/// A port on loopback that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The built-in rules and correlations on the built-in matrix.
+pub fn builtin_analyzer() -> seamwatch::analyze::Analyzer {
+    seamwatch::analyze::Analyzer::build(
+        seamwatch::detect::loader::load_builtin_report().unwrap(),
+        std::sync::Arc::new(seamwatch::matrix::Matrix::builtin()),
+        seamwatch::correlate::CorrelationConfig::default(),
+    )
+    .0
+}
+
 /// Polls `done` every 20 ms until it holds; panics, naming `what`, after
 /// `timeout`.
 pub fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {

@@ -21,14 +21,6 @@ impl Drop for S3Server {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The S3 server to test against, or `None` (with a note on stderr) when
 /// there is none and `SEAMWATCH_REQUIRE_S3` is not set.
 pub fn s3_server() -> Option<S3Server> {
@@ -38,7 +30,7 @@ pub fn s3_server() -> Option<S3Server> {
             child: None,
         });
     }
-    let port = free_port();
+    let port = super::free_port();
     match Command::new("moto_server")
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
