@@ -442,9 +442,22 @@ where
             return;
         }
         match text.trim_start().as_bytes().first() {
-            Some(b'{') => self.value(text, None, location, 0),
+            Some(b'{') => {
+                if let Some(records) = cloudtrail_records_array(text) {
+                    // A CloudTrail S3 object, walked without probing the
+                    // envelope first (a whole extra pass over the file).
+                    let shape = Some(Shape::CloudTrailS3Object);
+                    if let Some(end) = self.array(records, shape, location, 0)
+                        && let Err(detail) = rest_of_records_object(text, records, end)
+                    {
+                        self.emit_error(location, ErrorReason::Syntax, detail, text.as_bytes());
+                    }
+                } else {
+                    self.value(text, None, location, 0);
+                }
+            }
             Some(b'[') => {
-                if self.array(text, None, location, 0) {
+                if self.array(text, None, location, 0).is_some() {
                     // The walk stops at the closing bracket; what follows it must be blank.
                     if let Err(e) = sonic_rs::from_str::<serde::de::IgnoredAny>(text) {
                         let detail = format!("after the array: {e}");
@@ -474,14 +487,16 @@ where
     }
 
     /// Each element of a JSON array, as a record of the given envelope shape.
-    /// Returns whether the walk reached the end of the array.
+    /// Returns where the last element ends in `text` (just after the `[`
+    /// when there is none) if the walk reached the end of the array.
     fn array(
         &mut self,
         text: &str,
         shape: Option<Shape>,
         location: RecordLocation,
         nesting: u8,
-    ) -> bool {
+    ) -> Option<usize> {
+        let mut end = text.find('[').map_or(0, |at| at + 1);
         for (index, element) in (0u32..).zip(sonic_rs::to_array_iter(text)) {
             let element_location = RecordLocation {
                 line: location.line,
@@ -490,6 +505,8 @@ where
             match element {
                 Ok(element) => {
                     let raw = element.as_raw_str();
+                    end =
+                        (raw.as_ptr() as usize + raw.len()).saturating_sub(text.as_ptr() as usize);
                     if raw.trim_start().starts_with('{') {
                         self.value(raw, shape, element_location, nesting + 1);
                     } else {
@@ -509,11 +526,11 @@ where
                     };
                     let detail = format!("array element {index}: {e}");
                     self.emit_error(element_location, reason, detail, text.as_bytes());
-                    return false;
+                    return None;
                 }
             }
         }
-        true
+        Some(end.min(text.len()))
     }
 
     /// A record held as a JSON string (CloudWatch Logs, LookupEvents, Pub/Sub).
@@ -809,7 +826,7 @@ fn pubsub_data(message: &str) -> Result<String, Rejection> {
 }
 
 fn inflate(payload: &[u8], limit: usize) -> Result<Vec<u8>, Rejection> {
-    let mut out = Vec::with_capacity(payload.len().saturating_mul(8).min(limit));
+    let mut out = Vec::with_capacity(inflated_size_hint(payload).min(limit));
     let decoder = flate2::read::MultiGzDecoder::new(payload);
     match decoder.take(limit as u64 + 1).read_to_end(&mut out) {
         Ok(n) if n > limit => reject(
@@ -819,6 +836,73 @@ fn inflate(payload: &[u8], limit: usize) -> Result<Vec<u8>, Rejection> {
         Ok(_) => Ok(out),
         Err(e) => reject(ErrorReason::Decompression, format!("gzip: {e}")),
     }
+}
+
+/// JSON's whitespace (`str::trim` would also take other Unicode spaces).
+fn is_json_blank(text: &str) -> bool {
+    text.bytes()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+}
+
+fn trim_json_start(text: &str) -> &str {
+    text.trim_start_matches([' ', '\t', '\n', '\r'])
+}
+
+fn trim_json_end(text: &str) -> &str {
+    text.trim_end_matches([' ', '\t', '\n', '\r'])
+}
+
+/// The `[…]` of a document that is exactly `{"Records": […]}` (a CloudTrail
+/// S3 object), by its first and last characters; the array walk checks
+/// that the array really ends at the last `]`.
+fn cloudtrail_records_array(text: &str) -> Option<&str> {
+    let rest = trim_json_start(text).strip_prefix('{')?;
+    let rest = trim_json_start(rest).strip_prefix("\"Records\"")?;
+    let rest = trim_json_start(trim_json_start(rest).strip_prefix(':')?);
+    let body = trim_json_end(trim_json_end(rest).strip_suffix('}')?);
+    (body.starts_with('[') && body.ends_with(']')).then_some(body)
+}
+
+/// Checks what follows the `Records` array of a document walked by
+/// [`cloudtrail_records_array`], the array's last element ending at `end`
+/// of `records`: usually the closing `}`; other keys after the array are
+/// valid (and ignored, as the probe does), anything else is a syntax error.
+fn rest_of_records_object(text: &str, records: &str, end: usize) -> Result<(), String> {
+    let close = trim_json_start(records.get(end..).unwrap_or_default());
+    let at = (close.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+    if !close.starts_with(']') {
+        return Err("the `Records` array does not close".into());
+    }
+    let rest = trim_json_start(text.get(at + 1..).unwrap_or_default());
+    if rest.strip_prefix('}').is_some_and(is_json_blank) {
+        return Ok(());
+    }
+    let more = rest
+        .strip_prefix(',')
+        .map(|keys| format!("{{{keys}"))
+        .ok_or_else(|| "unexpected content after the `Records` array".to_owned())?;
+    sonic_rs::from_str::<serde::de::IgnoredAny>(&more)
+        .map(|_| ())
+        .map_err(|e| format!("after the `Records` array: {e}"))
+}
+
+/// How large a gzip payload inflates to, to size the output once: growing
+/// it by doubling copied the text over and over (audit logs compress 10 to
+/// 30 times). The gzip trailer holds the last member's size modulo 2^32; a
+/// payload of several members or over 4 GiB grows past it as usual.
+fn inflated_size_hint(payload: &[u8]) -> usize {
+    let trailer = payload
+        .len()
+        .checked_sub(4)
+        .and_then(|at| payload.get(at..))
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, |b| u32::from_le_bytes(b) as usize);
+    // A corrupt trailer must not reserve gigabytes for a small payload:
+    // deflate cannot expand more than ~1032:1.
+    trailer
+        .min(payload.len().saturating_mul(1032))
+        .max(payload.len().saturating_mul(4))
+        .saturating_add(1)
 }
 
 /// Non-blank lines with their 1-based numbers; `\r\n` endings are trimmed.
@@ -871,45 +955,11 @@ fn is_complete_json_value(line: &str) -> bool {
 /// the whole text than the limit) costs one vectorized count.
 fn check_depth(bytes: &[u8], max_depth: usize) -> Result<(), Rejection> {
     let openers = bytecount::count(bytes, b'{') + bytecount::count(bytes, b'[');
-    if openers <= max_depth {
-        return Ok(());
-    }
-    let mut depth = 0usize;
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            // Most of a document is strings: jump through them.
-            b'"' => {
-                i += 1;
-                loop {
-                    let Some(k) = bytes
-                        .get(i..)
-                        .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
-                    else {
-                        return Ok(());
-                    };
-                    if bytes[i + k] == b'\\' {
-                        i += k + 2;
-                    } else {
-                        i += k + 1;
-                        break;
-                    }
-                }
-                continue;
-            }
-            b'{' | b'[' => {
-                depth += 1;
-                if depth > max_depth {
-                    return reject(
-                        ErrorReason::TooDeep,
-                        format!("JSON nesting exceeds the limit of {max_depth} levels"),
-                    );
-                }
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        i += 1;
+    if openers > max_depth && super::depth::deeper_than(bytes, max_depth) {
+        return reject(
+            ErrorReason::TooDeep,
+            format!("JSON nesting exceeds the limit of {max_depth} levels"),
+        );
     }
     Ok(())
 }
@@ -990,6 +1040,60 @@ mod tests {
         assert!(check_depth(in_string.as_bytes(), 64).is_ok());
         let escaped = format!("{{\"a\":\"\\\"{}\"}}", "{".repeat(100));
         assert!(check_depth(escaped.as_bytes(), 64).is_ok());
+    }
+
+    const RECORD: &str = r#"{"eventVersion":"1.08","eventTime":"2024-01-01T00:00:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject","awsRegion":"us-east-1","eventID":"e1","recipientAccountId":"111111111111","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111111111111:user/a"}}"#;
+
+    fn reasons(text: &str) -> (usize, Vec<ErrorReason>) {
+        let mut events = 0;
+        let mut errors = Vec::new();
+        Decoder::default().decode(text.as_bytes(), &mut |d: Decoded<'_>| match d.result {
+            Ok(_) => events += 1,
+            Err(e) => errors.push(e.reason),
+        });
+        (events, errors)
+    }
+
+    #[test]
+    fn records_object_is_walked_directly() {
+        let doc = format!("{{\"Records\":[{RECORD},{RECORD}]}}");
+        assert_eq!(
+            cloudtrail_records_array(&doc).map(str::len),
+            Some(doc.len() - 12)
+        );
+        assert_eq!(reasons(&doc), (2, vec![]));
+        let pretty = format!(" {{\n \"Records\" : [\n  {RECORD} ,\n {RECORD}\n ] \n}}\n");
+        assert!(cloudtrail_records_array(&pretty).is_some());
+        assert_eq!(reasons(&pretty), (2, vec![]));
+        assert_eq!(reasons("{\"Records\":[ ]}"), (0, vec![]));
+        // Other keys after the array are ignored, as the probe does.
+        let more = format!("{{\"Records\":[{RECORD}],\"x\":[1]}}");
+        assert_eq!(reasons(&more), (1, vec![]));
+        let first = format!("{{\"x\":1,\"Records\":[{RECORD}]}}");
+        assert!(cloudtrail_records_array(&first).is_none());
+        assert_eq!(reasons(&first), (1, vec![]));
+        assert!(cloudtrail_records_array("{\"Records\":\"[x]\"}").is_none());
+        // The array closes before the last `]`: its records are kept and
+        // what follows is a syntax error, not silently ignored.
+        let trailing = format!("{{\"Records\":[{RECORD}], [1]}}");
+        assert_eq!(reasons(&trailing), (1, vec![ErrorReason::Syntax]));
+        let broken = format!("{{\"Records\":[{RECORD}, x]}}");
+        assert_eq!(reasons(&broken), (1, vec![ErrorReason::Syntax]));
+    }
+
+    #[test]
+    fn gzip_size_hint_reads_the_trailer_within_bounds() {
+        let text = RECORD.repeat(200);
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut enc, text.as_bytes()).unwrap();
+        let gz = enc.finish().unwrap();
+        assert_eq!(inflated_size_hint(&gz), text.len() + 1);
+        assert_eq!(inflate(&gz, 1 << 30).unwrap(), text.as_bytes());
+        // A trailer claiming 4 GiB for a few bytes is not believed.
+        let mut lying = gz[..20].to_vec();
+        lying.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(inflated_size_hint(&lying), 24 * 1032 + 1);
+        assert_eq!(inflated_size_hint(&[]), 1);
     }
 
     #[test]

@@ -26,6 +26,7 @@
 pub mod aws;
 pub mod azure;
 pub mod decode;
+mod depth;
 pub mod field;
 pub mod gcp;
 mod probe;
