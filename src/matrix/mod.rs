@@ -236,7 +236,8 @@ pub struct Review {
 #[derive(Clone, Debug, Default)]
 pub struct Matrix {
     /// Keyed by `cloud|service`, lower-cased (see [`crate::util::LowerKey`]).
-    services: HashMap<Box<str>, (String, ServiceEntry)>,
+    /// Hashed with foldhash: looked up for every event and finding.
+    services: hashbrown::HashMap<Box<str>, (String, ServiceEntry)>,
     pub tiers: Vec<TierRule>,
     pub owners: Vec<OwnerRule>,
     pub change_paths: Vec<ChangePath>,
