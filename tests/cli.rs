@@ -325,6 +325,40 @@ fn replay_prints_findings_for_an_attack() {
 }
 
 #[test]
+fn replay_reads_a_json_lines_file_larger_than_the_document_limit() {
+    let file = fixtures().join("aws/cloudtrail-records.jsonl");
+    let size = std::fs::metadata(&file).unwrap().len();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("seamwatch.toml");
+    // Below the file's 13.5 KB, above its longest line (2.2 KB).
+    std::fs::write(
+        &config,
+        "[limits]\nmax_record_bytes = 4096\nmax_document_bytes = 4096\n",
+    )
+    .unwrap();
+    assert!(size > 4096);
+    let ids = |out: &std::process::Output| -> Vec<String> {
+        let mut ids: Vec<String> = stdout_lines(out)
+            .iter()
+            .map(|f| f["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let unlimited = seamwatch().args(["replay"]).arg(&file).output().unwrap();
+    let limited = seamwatch()
+        .arg("--config")
+        .arg(&config)
+        .arg("replay")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(limited.status.success());
+    assert!(!ids(&unlimited).is_empty());
+    assert_eq!(ids(&limited), ids(&unlimited));
+}
+
+#[test]
 fn replay_compare_prints_the_findings_two_rule_sets_disagree_on() {
     let dir = tempfile::tempdir().unwrap();
     let rule = |id: &str, operation: &str| {

@@ -3,7 +3,9 @@
 //!
 //! # Pipeline for one payload (a Kafka message value, a file's contents)
 //! 1. **Decompress** if the bytes start with the gzip magic (multi-member gzip,
-//!    bounded by [`Limits::max_document_bytes`]).
+//!    bounded by [`Limits::max_document_bytes`]). A plain payload over that
+//!    limit is refused unless it opens as JSON Lines, whose limit holds per
+//!    line.
 //! 2. **Validate UTF-8** (SIMD). An invalid document is re-split by lines so the
 //!    good lines of a JSON Lines file still come out.
 //! 3. **Frame**: one JSON document (an object, or an array of records or
@@ -364,7 +366,9 @@ where
             }
             return;
         }
-        if payload.len() > self.limits().max_document_bytes {
+        // JSON Lines is a sequence of documents: the limit holds for each
+        // line (below), not for a whole export file.
+        if payload.len() > self.limits().max_document_bytes && !starts_as_json_lines(payload) {
             let detail = format!(
                 "payload of {} bytes exceeds the limit of {} bytes",
                 payload.len(),
@@ -405,6 +409,19 @@ where
             for (line_no, line) in lines(text.as_bytes()) {
                 // Lines of a valid UTF-8 text split at '\n' are valid UTF-8.
                 let line = std::str::from_utf8(line).unwrap_or_default();
+                if line.len() > self.limits().max_document_bytes {
+                    let location = RecordLocation {
+                        line: line_no,
+                        index: 0,
+                    };
+                    let detail = format!(
+                        "line of {} bytes exceeds the limit of {} bytes",
+                        line.len(),
+                        self.limits().max_document_bytes
+                    );
+                    self.emit_error(location, ErrorReason::TooLarge, detail, line.as_bytes());
+                    continue;
+                }
                 self.document(
                     line,
                     RecordLocation {
@@ -946,6 +963,15 @@ fn is_json_lines(text: &str) -> bool {
     first.starts_with('{') && !first.ends_with(['{', '[']) && is_complete_json_value(second)
 }
 
+/// Whether a payload too large to be one document opens as JSON Lines,
+/// judged by its first lines (as [`is_json_lines`] judges a whole text).
+fn starts_as_json_lines(payload: &[u8]) -> bool {
+    let end = memchr::memchr_iter(b'\n', payload)
+        .nth(2)
+        .map_or(payload.len(), |at| at + 1);
+    simdutf8::basic::from_utf8(&payload[..end]).is_ok_and(is_json_lines)
+}
+
 fn is_complete_json_value(line: &str) -> bool {
     matches!(line.as_bytes().first(), Some(b'{' | b'['))
         && sonic_rs::from_str::<serde::de::IgnoredAny>(line).is_ok()
@@ -1079,6 +1105,39 @@ mod tests {
         assert_eq!(reasons(&trailing), (1, vec![ErrorReason::Syntax]));
         let broken = format!("{{\"Records\":[{RECORD}, x]}}");
         assert_eq!(reasons(&broken), (1, vec![ErrorReason::Syntax]));
+    }
+
+    #[test]
+    fn document_limit_holds_per_line_of_json_lines() {
+        let decoder = Decoder::new(
+            FormatHint::Auto,
+            Limits {
+                max_record_bytes: 1000,
+                max_document_bytes: 1000,
+                max_depth: 64,
+            },
+        );
+        let outcomes = |text: &str| {
+            let (mut events, mut errors) = (0, Vec::new());
+            decoder.decode(text.as_bytes(), &mut |d: Decoded<'_>| match d.result {
+                Ok(_) => events += 1,
+                Err(e) => errors.push((d.location.line, e.reason)),
+            });
+            (events, errors)
+        };
+        // Ten records, 3 KB in all: each line is within the limit.
+        let lines = format!("{RECORD}\n").repeat(10);
+        assert!(lines.len() > 1000);
+        assert_eq!(outcomes(&lines), (10, vec![]));
+        // A line over the limit is refused alone.
+        let long = format!(
+            "{RECORD}\n{}\n{RECORD}\n",
+            RECORD.replace("e1", &"x".repeat(800))
+        );
+        assert_eq!(outcomes(&long), (2, vec![(2, ErrorReason::TooLarge)]));
+        // One document over the limit is still refused whole.
+        let pretty = format!("{{\n\"Records\": [\n{}\n]\n}}\n", [RECORD; 5].join(",\n"));
+        assert_eq!(outcomes(&pretty), (0, vec![(1, ErrorReason::TooLarge)]));
     }
 
     #[test]
