@@ -460,12 +460,12 @@ where
         }
         match text.trim_start().as_bytes().first() {
             Some(b'{') => {
-                if let Some(records) = cloudtrail_records_array(text) {
-                    // A CloudTrail S3 object, walked without probing the
-                    // envelope first (a whole extra pass over the file).
-                    let shape = Some(Shape::CloudTrailS3Object);
-                    if let Some(end) = self.array(records, shape, location, 0)
-                        && let Err(detail) = rest_of_records_object(text, records, end)
+                if let Some((key, records, shape)) = records_envelope(text) {
+                    // A CloudTrail S3 object or an Event Hubs batch, walked
+                    // without probing the envelope first (a whole extra pass
+                    // over the file or message).
+                    if let Some(end) = self.array(records, Some(shape), location, 0)
+                        && let Err(detail) = rest_of_envelope(key, text, records, end)
                     {
                         self.emit_error(location, ErrorReason::Syntax, detail, text.as_bytes());
                     }
@@ -869,26 +869,33 @@ fn trim_json_end(text: &str) -> &str {
     text.trim_end_matches([' ', '\t', '\n', '\r'])
 }
 
-/// The `[…]` of a document that is exactly `{"Records": […]}` (a CloudTrail
-/// S3 object), by its first and last characters; the array walk checks
-/// that the array really ends at the last `]`.
-fn cloudtrail_records_array(text: &str) -> Option<&str> {
+/// The key, the `[…]` and the envelope shape of a document that is exactly
+/// `{"Records": […]}` (a CloudTrail S3 object) or `{"records": […]}` (an
+/// Event Hubs batch), by its first and last characters; the array walk
+/// checks that the array really ends at the last `]`.
+fn records_envelope(text: &str) -> Option<(&'static str, &str, Shape)> {
     let rest = trim_json_start(text).strip_prefix('{')?;
-    let rest = trim_json_start(rest).strip_prefix("\"Records\"")?;
+    let rest = trim_json_start(rest);
+    let (key, shape, rest) = if let Some(rest) = rest.strip_prefix("\"Records\"") {
+        ("Records", Shape::CloudTrailS3Object, rest)
+    } else {
+        let rest = rest.strip_prefix("\"records\"")?;
+        ("records", Shape::AzureEventHubsBatch, rest)
+    };
     let rest = trim_json_start(trim_json_start(rest).strip_prefix(':')?);
     let body = trim_json_end(trim_json_end(rest).strip_suffix('}')?);
-    (body.starts_with('[') && body.ends_with(']')).then_some(body)
+    (body.starts_with('[') && body.ends_with(']')).then_some((key, body, shape))
 }
 
-/// Checks what follows the `Records` array of a document walked by
-/// [`cloudtrail_records_array`], the array's last element ending at `end`
-/// of `records`: usually the closing `}`; other keys after the array are
-/// valid (and ignored, as the probe does), anything else is a syntax error.
-fn rest_of_records_object(text: &str, records: &str, end: usize) -> Result<(), String> {
+/// Checks what follows the array of a document walked by
+/// [`records_envelope`], the array's last element ending at `end` of
+/// `records`: usually the closing `}`; other keys after the array are valid
+/// (and ignored, as the probe does), anything else is a syntax error.
+fn rest_of_envelope(key: &str, text: &str, records: &str, end: usize) -> Result<(), String> {
     let close = trim_json_start(records.get(end..).unwrap_or_default());
     let at = (close.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
     if !close.starts_with(']') {
-        return Err("the `Records` array does not close".into());
+        return Err(format!("the `{key}` array does not close"));
     }
     let rest = trim_json_start(text.get(at + 1..).unwrap_or_default());
     if rest.strip_prefix('}').is_some_and(is_json_blank) {
@@ -897,10 +904,10 @@ fn rest_of_records_object(text: &str, records: &str, end: usize) -> Result<(), S
     let more = rest
         .strip_prefix(',')
         .map(|keys| format!("{{{keys}"))
-        .ok_or_else(|| "unexpected content after the `Records` array".to_owned())?;
+        .ok_or_else(|| format!("unexpected content after the `{key}` array"))?;
     sonic_rs::from_str::<serde::de::IgnoredAny>(&more)
         .map(|_| ())
-        .map_err(|e| format!("after the `Records` array: {e}"))
+        .map_err(|e| format!("after the `{key}` array: {e}"))
 }
 
 /// How large a gzip payload inflates to, to size the output once: growing
@@ -1084,21 +1091,31 @@ mod tests {
     fn records_object_is_walked_directly() {
         let doc = format!("{{\"Records\":[{RECORD},{RECORD}]}}");
         assert_eq!(
-            cloudtrail_records_array(&doc).map(str::len),
-            Some(doc.len() - 12)
+            records_envelope(&doc).map(|(key, body, shape)| (key, body.len(), shape)),
+            Some(("Records", doc.len() - 12, Shape::CloudTrailS3Object))
         );
         assert_eq!(reasons(&doc), (2, vec![]));
         let pretty = format!(" {{\n \"Records\" : [\n  {RECORD} ,\n {RECORD}\n ] \n}}\n");
-        assert!(cloudtrail_records_array(&pretty).is_some());
+        assert!(records_envelope(&pretty).is_some());
         assert_eq!(reasons(&pretty), (2, vec![]));
         assert_eq!(reasons("{\"Records\":[ ]}"), (0, vec![]));
         // Other keys after the array are ignored, as the probe does.
         let more = format!("{{\"Records\":[{RECORD}],\"x\":[1]}}");
         assert_eq!(reasons(&more), (1, vec![]));
         let first = format!("{{\"x\":1,\"Records\":[{RECORD}]}}");
-        assert!(cloudtrail_records_array(&first).is_none());
+        assert!(records_envelope(&first).is_none());
         assert_eq!(reasons(&first), (1, vec![]));
-        assert!(cloudtrail_records_array("{\"Records\":\"[x]\"}").is_none());
+        assert!(records_envelope("{\"Records\":\"[x]\"}").is_none());
+        // Event Hubs batches take the same path, with their own shape.
+        let azure = r#"{"operationName":"MICROSOFT.STORAGE/STORAGEACCOUNTS/WRITE","time":"2024-01-01T00:00:00Z","resourceId":"/SUBSCRIPTIONS/S1/RESOURCEGROUPS/G/PROVIDERS/MICROSOFT.STORAGE/STORAGEACCOUNTS/A","category":"Administrative","resultType":"Success"}"#;
+        let batch = format!("{{\"records\": [{azure}, {azure}]}}");
+        assert_eq!(
+            records_envelope(&batch).map(|(key, _, shape)| (key, shape)),
+            Some(("records", Shape::AzureEventHubsBatch))
+        );
+        assert_eq!(reasons(&batch), (2, vec![]));
+        let mixed = format!("{{\"records\":[{RECORD}]}}");
+        assert_eq!(reasons(&mixed), (0, vec![ErrorReason::FormatMismatch]));
         // The array closes before the last `]`: its records are kept and
         // what follows is a syntax error, not silently ignored.
         let trailing = format!("{{\"Records\":[{RECORD}], [1]}}");
