@@ -147,7 +147,7 @@ fn bench(c: &mut Criterion) {
     let reference = analyzer(CorrelationConfig::default());
     group.bench_function("detect_only", |b| {
         let mut out = Vec::new();
-        let mut matched = Vec::new();
+        let mut matched = seamwatch::detect::Matched::new();
         b.iter(|| {
             for event in &events {
                 matched.clear();

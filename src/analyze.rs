@@ -9,7 +9,7 @@ use crate::correlate::rule::resolve;
 use crate::correlate::{CorrelationConfig, Correlator, Stream};
 use crate::detect::finding::SourceRef;
 use crate::detect::loader::{LoadReport, Rejected};
-use crate::detect::{Detector, Finding, RuleSet};
+use crate::detect::{Detector, Finding, Matched, RuleSet};
 use crate::event::AuditEvent;
 use crate::matrix::Matrix;
 
@@ -21,7 +21,7 @@ pub struct Analyzer {
 /// Per-worker scratch space, reused from event to event.
 #[derive(Debug, Default)]
 pub struct Scratch {
-    matched: Vec<u32>,
+    matched: Matched,
 }
 
 impl Analyzer {
@@ -87,7 +87,7 @@ impl Analyzer {
         event: &AuditEvent<'_>,
         source: SourceRef<'_>,
         out: &mut Vec<Finding>,
-        matched: &mut Vec<u32>,
+        matched: &mut Matched,
     ) {
         matched.clear();
         self.detector.detect_matched(event, source, out, matched);

@@ -90,7 +90,7 @@ fn run_one(
 ) -> Result<Vec<Finding>, String> {
     let mut stream = Stream::new();
     let mut findings = Vec::new();
-    let mut matched = Vec::new();
+    let mut matched = crate::detect::Matched::new();
     for (i, json) in events.iter().enumerate() {
         let decoded = decoder.decode_owned(json.as_bytes());
         let event = match decoded.as_slice() {

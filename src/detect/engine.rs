@@ -85,6 +85,12 @@ struct Head<'a> {
     id: String,
 }
 
+/// The indices of the rules one event matched, for the correlator. Inline:
+/// an event matches a handful of rules at most, and a replay keeps one list
+/// per event from the decoding threads to the ordering thread, where a heap
+/// list would be freed across threads.
+pub type Matched = smallvec::SmallVec<[u32; 6]>;
+
 pub struct Detector {
     rules: RuleSet,
     matrix: Arc<Matrix>,
@@ -112,7 +118,7 @@ impl Detector {
 
     /// Appends the event's findings to `out`.
     pub fn detect(&self, event: &AuditEvent<'_>, source: SourceRef<'_>, out: &mut Vec<Finding>) {
-        self.detect_matched(event, source, out, &mut Vec::new());
+        self.detect_matched(event, source, out, &mut Matched::new());
     }
 
     /// Appends the event's findings to `out` and the indices of every rule
@@ -123,7 +129,7 @@ impl Detector {
         event: &AuditEvent<'_>,
         source: SourceRef<'_>,
         out: &mut Vec<Finding>,
-        matched: &mut Vec<u32>,
+        matched: &mut Matched,
     ) {
         let first = out.len();
         self.rules.matching_indexed(event, |i, rule| {

@@ -20,7 +20,7 @@ pub mod rule;
 pub mod sigma;
 pub mod testing;
 
-pub use engine::{Detector, RuleSet};
+pub use engine::{Detector, Matched, RuleSet};
 pub use finding::{
     CorrelationDetail, Evidence, Finding, FindingKind, FindingPrincipal, Severity, SourceRef,
 };

@@ -29,7 +29,7 @@ pub use source::{AwsOptions, SourceError, Store};
 
 use crate::analyze::Analyzer;
 use crate::correlate::Stream;
-use crate::detect::{Finding, SourceRef};
+use crate::detect::{Finding, Matched, SourceRef};
 use crate::event::{AuditEvent, Cloud, DecodeStats, Decoded, Decoder, ErrorReason};
 
 /// What to keep: a time range and account, region and cloud filters
@@ -351,7 +351,7 @@ pub fn analyze(
         plan,
         options,
         |e| {
-            let (mut out, mut matched) = (Vec::new(), Vec::new());
+            let (mut out, mut matched) = (Vec::new(), Matched::new());
             analyzer.detect(&e.event, source_of(&names, e), &mut out, &mut matched);
             (out, matched)
         },
