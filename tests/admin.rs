@@ -121,8 +121,11 @@ fn sse_delivers_findings_in_order_with_filters_and_resumes() {
             }
         }
     });
-    // Give the subscriber time to connect, then publish a mix.
-    std::thread::sleep(Duration::from_millis(300));
+    // Once the stream has subscribed (a loaded host may take seconds to
+    // get there), publish a mix.
+    wait_for(Duration::from_secs(30), "the SSE subscriber", || {
+        server.hub.subscribers() > 0
+    });
     let severities = [
         Severity::High,
         Severity::Low,

@@ -138,6 +138,12 @@ impl FindingsHub {
         self.tx.subscribe()
     }
 
+    /// How many live subscribers (open `/findings/stream` connections and
+    /// in-process followers) the feed has now.
+    pub fn subscribers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
     /// This process's feed id.
     pub fn feed(&self) -> u32 {
         self.feed
@@ -274,7 +280,9 @@ pub(crate) mod tests {
     #[test]
     fn the_ring_keeps_the_newest_numbers_them_and_skips_repeats() {
         let hub = FindingsHub::new(3);
+        assert_eq!(hub.subscribers(), 0);
         let mut rx = hub.subscribe();
+        assert_eq!(hub.subscribers(), 1);
         hub.publish((0..5).map(|i| finding(&format!("f{i}"), "r", Severity::High)));
         hub.publish([finding("f4", "r", Severity::High)]);
         let all = hub.recent(&FindingFilter::default(), None, None, 10);
