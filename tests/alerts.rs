@@ -46,7 +46,7 @@ const TOKEN_VAR: &str = "SEAMWATCH_ALERTS_TEST_BEARER_TOKEN";
 const TOKEN: &str = "bearer-alerts-test-92ab7d";
 
 /// How long any one stage of a test may take before it fails.
-const PATIENCE: Duration = Duration::from_secs(15);
+const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Sets the variables the sinks read their secrets from. Every test calls
 /// this first.
@@ -256,7 +256,7 @@ fn a_flaky_receiver_gets_every_notice() {
         webhook(
             "hook",
             &rx.url("/hook"),
-            "timeout = \"300ms\"\nconcurrency = 4",
+            "timeout = \"1s\"\nconcurrency = 4",
         )
     });
     let Rig {
@@ -282,7 +282,7 @@ fn a_flaky_receiver_gets_every_notice() {
         !gaps_after_429(&rx.hits()).is_empty()
     });
 
-    // No answer within the client's timeout (300 ms), nor for a minute:
+    // No answer within the client's timeout (1 s), nor for a minute:
     // only the timeout ends these attempts. With 4 requests in flight at
     // most, 8 hung requests mean at least 4 were given up by the client.
     let hang = Reply::Hang(Duration::from_secs(60));
@@ -754,7 +754,7 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 #[test]
 fn outbox_deliver_killed_mid_delivery_loses_nothing() {
     init();
-    let rx = Receiver::always(Reply::Slow(Duration::from_millis(20), 200));
+    let rx = Receiver::always(Reply::Slow(Duration::from_millis(50), 200));
     let dir = tempfile::tempdir().expect("a temporary folder");
     let text = alerts_section(dir.path()) + &webhook("hook", &rx.url("/hook"), "concurrency = 2");
     let config_path = dir.path().join("seamwatch.toml");
@@ -858,6 +858,10 @@ fn a_kafka_sink_publishes_each_notice_keyed_by_its_idempotency_key() {
         let body: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
         got.insert(key, body);
     }
+    // The broker's ack can reach the dispatcher after the consumer's read.
+    wait_for(PATIENCE, "every notice to be acknowledged", || {
+        queued(&outbox) == 0
+    });
     dispatcher.shutdown(Duration::from_secs(2));
     assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), ids(&findings));
     for body in got.values() {

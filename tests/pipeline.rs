@@ -318,13 +318,14 @@ fn two_members_of_one_group_split_the_partitions() {
     let dir = tempfile::tempdir().unwrap();
     let total = 402u64;
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let all_metrics: Vec<Arc<Metrics>> = (0..2).map(|_| Arc::default()).collect();
     let members: Vec<_> = (0..2)
         .map(|i| {
             let kafka = kafka(&brokers, "g3");
             let path = dir.path().join(format!("outbox-{i}.jsonl"));
             let done = done.clone();
+            let metrics = all_metrics[i].clone();
             std::thread::spawn(move || {
-                let metrics = Arc::new(Metrics::default());
                 let stop = Arc::new(AtomicBool::new(false));
                 let watcher = {
                     let (metrics, stop, done) = (metrics.clone(), stop.clone(), done.clone());
@@ -362,8 +363,13 @@ fn two_members_of_one_group_split_the_partitions() {
             })
         })
         .collect();
-    // Let both join the group before there is anything to read.
-    std::thread::sleep(Duration::from_secs(6));
+    // Both have joined the group and split its partitions before there
+    // is anything to read.
+    let assigned = |m: &Arc<Metrics>| m.assigned.load(Ordering::Relaxed);
+    common::wait_for(Duration::from_secs(60), "both members' assignments", || {
+        all_metrics.iter().all(|m| assigned(m) > 0)
+            && all_metrics.iter().map(assigned).sum::<u64>() == PARTITIONS as u64
+    });
     produce(&brokers, 400);
     let counts: Vec<u64> = members.into_iter().map(|m| m.join().unwrap()).collect();
     assert!(counts.iter().all(|&n| n > 0), "{counts:?}");

@@ -283,10 +283,12 @@ fn cloudtrail_event_history_replays_paced_paged_and_through_throttling() {
         let answered = mine.iter().filter(|r| !r.throttled).count();
         // Every page, and a request for each: ceil(held / 50).
         assert_eq!(answered, held.div_ceil(50), "{region}: {held} events");
+        // Paced at 500 ms when sent; arrivals may be closer on a loaded
+        // host, but not the few ms apart of an unpaced client.
         for pair in mine.windows(2) {
             let gap = pair[1].at.duration_since(pair[0].at);
             assert!(
-                gap.as_millis() >= 450,
+                gap.as_millis() >= 250,
                 "{region}: two requests {gap:?} apart"
             );
         }
