@@ -119,7 +119,10 @@ pub(crate) fn normalize<'a>(
         read_only: probe.bool_like(Key::ReadOnly)?,
         resources: resources(probe.array(Key::Resources)?),
         raw: Cow::Borrowed(raw),
-        hot: HotSubtree::locate("requestParameters", raw, probe.raw(Key::RequestParameters)),
+        hot: [
+            HotSubtree::locate("requestParameters", raw, probe.raw(Key::RequestParameters)),
+            HotSubtree::locate("userIdentity", raw, probe.raw(Key::UserIdentity)),
+        ],
     })
 }
 

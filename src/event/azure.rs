@@ -350,7 +350,10 @@ pub(crate) fn normalize<'a>(
         read_only,
         resources,
         raw: Cow::Borrowed(raw),
-        hot: HotSubtree::locate("properties", raw, probe.raw(Key::Properties)),
+        hot: [
+            HotSubtree::locate("properties", raw, probe.raw(Key::Properties)),
+            HotSubtree::locate("identity", raw, probe.raw(Key::Identity)),
+        ],
     })
 }
 

@@ -1190,4 +1190,54 @@ mod tests {
             hash_fields(&[Some("a"), Some("bc")])
         );
     }
+
+    /// Lookups that start from a remembered subtree (`AuditEvent::hot`:
+    /// the request and the caller) find what a scan of the whole record
+    /// finds, present or absent, nested or not.
+    #[test]
+    fn subtree_lookups_agree_with_a_scan_of_the_record() {
+        use crate::event::field::{FieldPath, lookup};
+        let inputs: [&[u8]; 3] = [
+            include_bytes!("../../tests/fixtures/aws/cloudtrail-records.jsonl"),
+            include_bytes!("../../tests/fixtures/azure/excerpts.jsonl"),
+            include_bytes!("../../tests/fixtures/gcp/audit.jsonl"),
+        ];
+        let paths = [
+            "userIdentity.type",
+            "userIdentity.arn",
+            "userIdentity.sessionContext.sessionIssuer.type",
+            "userIdentity.nope",
+            "requestParameters.bucketName",
+            "requestParameters",
+            "identity.claims.name",
+            "identity.authorization.action",
+            "properties.statusCode",
+            "protoPayload.methodName",
+            "protoPayload.authenticationInfo.principalEmail",
+            "eventName",
+        ];
+        let paths: Vec<FieldPath> = paths.iter().map(|p| FieldPath::parse(p).unwrap()).collect();
+        let (mut checked, mut found, mut from_identity) = (0, 0, 0);
+        for input in inputs {
+            Decoder::new(FormatHint::Auto, Limits::default()).decode(input, &mut |d| {
+                let Ok(event) = d.result else { return };
+                from_identity += usize::from(event.hot[1].is_some());
+                for path in &paths {
+                    let fast = event.field(path).map(|v| v.raw_json().to_owned());
+                    let scan = lookup(&event.raw, path).map(|v| v.raw_json().to_owned());
+                    assert_eq!(fast, scan, "{path} in {}", event.raw);
+                    checked += 1;
+                    found += usize::from(fast.is_some());
+                }
+            });
+        }
+        assert!(
+            checked > 100 && found > 20,
+            "{checked} lookups, {found} found"
+        );
+        assert!(
+            from_identity > 5,
+            "{from_identity} events with a caller subtree"
+        );
+    }
 }

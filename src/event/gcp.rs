@@ -168,7 +168,10 @@ pub(crate) fn normalize<'a>(
         read_only,
         resources,
         raw: Cow::Borrowed(raw),
-        hot: HotSubtree::locate("protoPayload", raw, probe.raw(Key::ProtoPayload)),
+        hot: [
+            HotSubtree::locate("protoPayload", raw, probe.raw(Key::ProtoPayload)),
+            None,
+        ],
     })
 }
 

@@ -366,11 +366,12 @@ pub struct AuditEvent<'a> {
     /// The native record's JSON text, the base of [`AuditEvent::field`].
     #[serde(skip)]
     pub raw: Str<'a>,
-    /// Where the subtree most rule paths start from sits in `raw`
-    /// (`requestParameters`, `properties`, `protoPayload`), so lookups under
-    /// it skip the scan of the rest of the record.
+    /// Where the subtrees most rule paths start from sit in `raw`: the
+    /// request (`requestParameters`, `properties`, `protoPayload`) and the
+    /// caller (`userIdentity`, Azure's `identity`), so lookups under them
+    /// skip the scan of the rest of the record.
     #[serde(skip)]
-    pub(crate) hot: Option<HotSubtree>,
+    pub(crate) hot: [Option<HotSubtree>; 2],
 }
 
 /// A top-level key's value, as a byte range of [`AuditEvent::raw`].
@@ -412,8 +413,8 @@ impl<'a> AuditEvent<'a> {
         path: &FieldPath,
         f: &mut dyn FnMut(FieldValue<'s>) -> std::ops::ControlFlow<()>,
     ) -> std::ops::ControlFlow<()> {
-        if let (Some(hot), Some(field::Segment::Key(first))) = (self.hot, path.segments().first())
-            && first == hot.key
+        if let Some(field::Segment::Key(first)) = path.segments().first()
+            && let Some(hot) = self.hot.iter().flatten().find(|h| first == h.key)
             && let Some(subtree) = self.raw.get(hot.start as usize..hot.end as usize)
         {
             return field::visit_after_first(subtree, path, f);

@@ -607,9 +607,15 @@ impl<'de> Visitor<'de> for ProbeVisitor<'_, 'de> {
         while let Some(KeySeed(key)) = map.next_key()? {
             match key {
                 Some(Key::UserIdentity) => {
-                    let identity: ObjectOr<AwsIdentity<'de>> = map.next_value().map_err(|e| {
-                        <M::Error as de::Error>::custom(format!("{USER_IDENTITY_ERROR}{e}"))
-                    })?;
+                    // Kept as text too: rules look up `userIdentity.*` on
+                    // most records, and start from it instead of scanning
+                    // the record (see `AuditEvent::hot`).
+                    let raw = map.next_value_seed(RawValueSeed { base: self.base })?;
+                    probe.values[Key::UserIdentity as usize] = Some(raw);
+                    let identity: ObjectOr<AwsIdentity<'de>> =
+                        sonic_rs::from_str(raw).map_err(|e| {
+                            <M::Error as de::Error>::custom(format!("{USER_IDENTITY_ERROR}{e}"))
+                        })?;
                     probe.user_identity = Some(identity.0);
                 }
                 Some(key) => {
