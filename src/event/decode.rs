@@ -1197,9 +1197,11 @@ mod tests {
     #[test]
     fn subtree_lookups_agree_with_a_scan_of_the_record() {
         use crate::event::field::{FieldPath, lookup};
-        let inputs: [&[u8]; 3] = [
+        let inputs: [&[u8]; 4] = [
             include_bytes!("../../tests/fixtures/aws/cloudtrail-records.jsonl"),
             include_bytes!("../../tests/fixtures/azure/excerpts.jsonl"),
+            // `identity` as a string holding JSON: read through, either way.
+            include_bytes!("../../tests/fixtures/azure/eventhub-identity-as-string.json"),
             include_bytes!("../../tests/fixtures/gcp/audit.jsonl"),
         ];
         let paths = [
