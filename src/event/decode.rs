@@ -312,6 +312,24 @@ impl Decoder {
         ctx.payload(payload);
     }
 
+    /// Decodes a run of whole JSON Lines cut from a larger text at line ends
+    /// (a piece of a big export read a piece at a time), numbering them from
+    /// `first_line`. Framing is not guessed: every non-blank line is a record,
+    /// as in a JSON Lines payload; the document limit holds per line.
+    pub fn decode_lines<F>(&self, bytes: &[u8], first_line: u64, sink: &mut F)
+    where
+        F: FnMut(Decoded<'_>),
+    {
+        let mut ctx = Ctx {
+            decoder: self,
+            sink,
+        };
+        match simdutf8::basic::from_utf8(bytes) {
+            Ok(text) => ctx.json_lines(text, first_line),
+            Err(_) => ctx.invalid_utf8_lines(bytes, first_line),
+        }
+    }
+
     /// Decodes a payload and returns its events detached from it, with the
     /// errors' reasons; convenient for tests and small inputs.
     pub fn decode_owned(
@@ -383,19 +401,19 @@ where
     fn bytes(&mut self, bytes: &[u8]) {
         match simdutf8::basic::from_utf8(bytes) {
             Ok(text) => self.text(text),
-            Err(_) => self.invalid_utf8_lines(bytes),
+            Err(_) => self.invalid_utf8_lines(bytes, 1),
         }
     }
 
     /// An invalid document: handle it line by line so good lines survive.
-    fn invalid_utf8_lines(&mut self, bytes: &[u8]) {
+    fn invalid_utf8_lines(&mut self, bytes: &[u8], first_line: u64) {
         for (line_no, line) in lines(bytes) {
             let location = RecordLocation {
-                line: line_no,
+                line: first_line - 1 + line_no,
                 index: 0,
             };
             match simdutf8::compat::from_utf8(line) {
-                Ok(text) => self.document(text, location),
+                Ok(text) => self.line(text, location),
                 Err(e) => {
                     let detail = format!("invalid UTF-8 at byte {} of the record", e.valid_up_to());
                     self.emit_error(location, ErrorReason::InvalidUtf8, detail, line);
@@ -404,32 +422,34 @@ where
         }
     }
 
+    /// Each non-blank line a record, numbered from `first_line`.
+    fn json_lines(&mut self, text: &str, first_line: u64) {
+        for (line_no, line) in str_lines(text) {
+            let location = RecordLocation {
+                line: first_line - 1 + line_no,
+                index: 0,
+            };
+            self.line(line, location);
+        }
+    }
+
+    /// One line of JSON Lines: a document, within the limit per line.
+    fn line(&mut self, line: &str, location: RecordLocation) {
+        if line.len() > self.limits().max_document_bytes {
+            let detail = format!(
+                "line of {} bytes exceeds the limit of {} bytes",
+                line.len(),
+                self.limits().max_document_bytes
+            );
+            self.emit_error(location, ErrorReason::TooLarge, detail, line.as_bytes());
+            return;
+        }
+        self.document(line, location);
+    }
+
     fn text(&mut self, text: &str) {
         if is_json_lines(text) {
-            for (line_no, line) in lines(text.as_bytes()) {
-                // Lines of a valid UTF-8 text split at '\n' are valid UTF-8.
-                let line = std::str::from_utf8(line).unwrap_or_default();
-                if line.len() > self.limits().max_document_bytes {
-                    let location = RecordLocation {
-                        line: line_no,
-                        index: 0,
-                    };
-                    let detail = format!(
-                        "line of {} bytes exceeds the limit of {} bytes",
-                        line.len(),
-                        self.limits().max_document_bytes
-                    );
-                    self.emit_error(location, ErrorReason::TooLarge, detail, line.as_bytes());
-                    continue;
-                }
-                self.document(
-                    line,
-                    RecordLocation {
-                        line: line_no,
-                        index: 0,
-                    },
-                );
-            }
+            self.json_lines(text, 1);
         } else {
             let leading_lines = text[..text.len() - text.trim_start().len()]
                 .bytes()
@@ -945,6 +965,22 @@ fn lines(bytes: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
     .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
 }
 
+/// [`lines`] of a text: lines cut at '\n' (ASCII) are valid UTF-8 already,
+/// so they are sliced, not validated again.
+fn str_lines(text: &str) -> impl Iterator<Item = (u64, &str)> {
+    let mut start = 0usize;
+    let mut ends = memchr::memchr_iter(b'\n', text.as_bytes()).chain(std::iter::once(text.len()));
+    let mut line_no = 0u64;
+    std::iter::from_fn(move || {
+        let end = ends.next()?;
+        let line = text.get(start..end).unwrap_or_default();
+        start = end + 1;
+        line_no += 1;
+        Some((line_no, line.strip_suffix('\r').unwrap_or(line)))
+    })
+    .filter(|(_, line)| !line.bytes().all(|b| b.is_ascii_whitespace()))
+}
+
 /// See the module docs, step 3.
 fn is_json_lines(text: &str) -> bool {
     // The common case, one record on one line, costs one memchr.
@@ -972,7 +1008,7 @@ fn is_json_lines(text: &str) -> bool {
 
 /// Whether a payload too large to be one document opens as JSON Lines,
 /// judged by its first lines (as [`is_json_lines`] judges a whole text).
-fn starts_as_json_lines(payload: &[u8]) -> bool {
+pub fn starts_as_json_lines(payload: &[u8]) -> bool {
     let end = memchr::memchr_iter(b'\n', payload)
         .nth(2)
         .map_or(payload.len(), |at| at + 1);
@@ -1122,6 +1158,47 @@ mod tests {
         assert_eq!(reasons(&trailing), (1, vec![ErrorReason::Syntax]));
         let broken = format!("{{\"Records\":[{RECORD}, x]}}");
         assert_eq!(reasons(&broken), (1, vec![ErrorReason::Syntax]));
+    }
+
+    #[test]
+    fn lines_of_a_piece_are_numbered_from_its_first_line() {
+        let decoder = Decoder::new(
+            FormatHint::Auto,
+            Limits {
+                max_record_bytes: 1000,
+                max_document_bytes: 1000,
+                max_depth: 64,
+            },
+        );
+        let long = format!("{{\"a\":\"{}\"}}", "x".repeat(1000));
+        let decode = |bytes: &[u8]| {
+            let mut out = Vec::new();
+            decoder.decode_lines(bytes, 41, &mut |d: Decoded<'_>| {
+                out.push((d.location.line, d.result.err().map(|e| e.reason)));
+            });
+            out
+        };
+        // A single line is a record (framing is not guessed), blank lines
+        // are skipped, and the limit holds per line.
+        let text = format!("{RECORD}\n\n{RECORD}\r\n{long}\n{{\"broken\"\n");
+        assert_eq!(
+            decode(text.as_bytes()),
+            vec![
+                (41, None),
+                (43, None),
+                (44, Some(ErrorReason::TooLarge)),
+                (45, Some(ErrorReason::Truncated)),
+            ]
+        );
+        assert_eq!(decode(RECORD.as_bytes()), vec![(41, None)]);
+        // Invalid UTF-8 spoils its line only.
+        let mut bad = format!("{RECORD}\n").into_bytes();
+        bad.extend_from_slice(b"{\"a\":\"\xff\"}\n");
+        bad.extend_from_slice(RECORD.as_bytes());
+        assert_eq!(
+            decode(&bad),
+            vec![(41, None), (42, Some(ErrorReason::InvalidUtf8)), (43, None)]
+        );
     }
 
     #[test]
