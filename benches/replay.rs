@@ -160,12 +160,8 @@ fn main() {
     let mut stream = Stream::in_time_order();
     let mut findings = Vec::new();
     let mut found = 0usize;
-    let options = ReadOptions {
-        decoder: Decoder::default(),
-        filter: &filter,
-        threads,
-        store: &seamwatch::replay::Store::default(),
-    };
+    let store = seamwatch::replay::Store::default();
+    let options = ReadOptions::new(Decoder::default(), &filter, threads, &store);
     let stats = analyze(
         &plan,
         &options,

@@ -13,21 +13,29 @@
 //! Replaying the tree must give exactly the findings of the same events fed
 //! one by one in event-time order, and `--since`/`--until` must prune files by
 //! their path dates and drop events outside the range.
+//!
+//! Large undated JSON Lines exports are read a piece at a time: within the
+//! allowed lateness that must be the same as reading each file whole and
+//! sorting it; an event further behind must still arrive, counted late.
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use seamwatch::analyze::{Analyzer, Scratch};
 use seamwatch::correlate::{CorrelationConfig, Stream};
 use seamwatch::detect::SourceRef;
 use seamwatch::detect::loader::load_builtin_report;
+use seamwatch::event::ErrorReason;
 use seamwatch::event::{Decoder, FormatHint};
 use seamwatch::matrix::Matrix;
 use seamwatch::pipeline::demo::{AZURE_TOPIC, DemoRecord, GCP_TOPIC, demo_records};
-use seamwatch::replay::Filter;
+use seamwatch::replay::{
+    Filter, ReadOptions, ReadStats, Store, file_names, plan, read_ordered, source_of,
+};
 
 mod common;
-use common::archive::{replay_ids, time, write_archive};
+use common::archive::{gz, replay_ids, time, write_archive};
 
 fn analyzer() -> Analyzer {
     Analyzer::build(
@@ -121,4 +129,252 @@ fn since_and_until_prune_files_by_path_and_events_by_time() {
     assert!(events > 0);
     let (_, all_events, _, _) = replay_ids(&analyzer(), dir.path(), &Filter::default());
     assert!(events < all_events);
+}
+
+/// What a replay of JSON Lines files did.
+struct Replayed {
+    /// Each event as it reached the correlator: time (ms), file, line.
+    order: Vec<(i64, usize, u64)>,
+    ids: BTreeSet<String>,
+    /// Rounds of decoding (progress calls).
+    rounds: usize,
+    late: u64,
+    stats: ReadStats,
+}
+
+fn replay_in_pieces(paths: &[PathBuf], piece_bytes: usize) -> Replayed {
+    let analyzer = analyzer();
+    let filter = Filter::default();
+    let plan = plan(paths, &filter);
+    let names = file_names(&plan);
+    let store = Store::default();
+    let options = ReadOptions {
+        piece_bytes,
+        ..ReadOptions::new(Decoder::default(), &filter, 2, &store)
+    };
+    let (mut stream, mut scratch) = (Stream::in_time_order(), Scratch::default());
+    let (mut order, mut findings, mut rounds) = (Vec::new(), Vec::new(), 0);
+    let stats = read_ordered(
+        &plan,
+        &options,
+        |_| (),
+        |e, ()| {
+            let time = e.event.time.map_or(i64::MIN, |t| t.timestamp_millis());
+            order.push((time, e.file, e.line));
+            let source = source_of(&names, e);
+            analyzer.process(&e.event, source, &mut stream, &mut scratch, &mut findings);
+        },
+        |_, _| {},
+        |_| rounds += 1,
+    )
+    .unwrap();
+    analyzer.finish(&mut stream, &mut findings);
+    Replayed {
+        order,
+        ids: findings.into_iter().map(|f| f.id).collect(),
+        rounds,
+        late: analyzer.correlator().stats().late,
+        stats,
+    }
+}
+
+/// Writes `records` as JSON Lines, alternately into `a.jsonl` and
+/// `b.jsonl` (two exports covering the same hours).
+fn write_exports(dir: &Path, records: &[&DemoRecord]) -> Vec<PathBuf> {
+    let paths = vec![dir.join("a.jsonl"), dir.join("b.jsonl")];
+    let mut texts = [Vec::new(), Vec::new()];
+    for (i, r) in records.iter().enumerate() {
+        texts[i % 2].extend_from_slice(&r.payload);
+        texts[i % 2].push(b'\n');
+    }
+    for (path, text) in paths.iter().zip(&texts) {
+        std::fs::write(path, text).unwrap();
+    }
+    paths
+}
+
+/// One-line demo records in event-time order, each moved by up to a
+/// minute (well within the five minutes of allowed lateness).
+fn jittered_records(records: &[DemoRecord]) -> Vec<&DemoRecord> {
+    let mut lines: Vec<&DemoRecord> = records
+        .iter()
+        .filter(|r| !r.payload.contains(&b'\n'))
+        .collect();
+    assert!(
+        lines.len() * 10 > records.len() * 9,
+        "demo records are one line each"
+    );
+    lines.sort_by_key(|r| r.time_ms + (r.time_ms.wrapping_mul(2_654_435_761) % 60_000).abs());
+    // A good record first, so that both files open as JSON Lines.
+    let good = lines
+        .iter()
+        .position(|r| {
+            !Decoder::default()
+                .decode_owned(&r.payload)
+                .iter()
+                .any(Result::is_err)
+        })
+        .unwrap();
+    lines.swap(0, good);
+    lines.swap(1, good + 1);
+    lines
+}
+
+/// Each file's lines in the order they reached the correlator.
+fn lines_per_file(order: &[(i64, usize, u64)]) -> [Vec<u64>; 2] {
+    let mut out = [Vec::new(), Vec::new()];
+    for &(_, file, line) in order {
+        out[file].push(line);
+    }
+    out
+}
+
+#[test]
+fn undated_exports_read_in_pieces_replay_as_if_read_whole() {
+    let records = demo_records(analyzer().correlator().correlations(), 4_000);
+    let dir = tempfile::tempdir().unwrap();
+    let lines = jittered_records(&records);
+    let paths = write_exports(dir.path(), &lines);
+
+    let pieces = replay_in_pieces(&paths, 16 << 10);
+    let whole = replay_in_pieces(&paths, usize::MAX);
+    assert_eq!(whole.rounds, 1);
+    assert!(pieces.rounds > 20, "read in {} rounds", pieces.rounds);
+
+    // The same events, in event-time order, each file's in the same order.
+    assert!(pieces.order.len() > 3_000, "{}", pieces.order.len());
+    assert_eq!(pieces.order.len(), whole.order.len());
+    let times = |r: &Replayed| r.order.iter().map(|o| o.0).collect::<Vec<_>>();
+    assert!(times(&pieces).is_sorted(), "pieces out of order");
+    assert_eq!(times(&pieces), times(&whole));
+    assert_eq!(lines_per_file(&pieces.order), lines_per_file(&whole.order));
+
+    // The same findings, and those of the records fed in time order.
+    assert_eq!((pieces.late, whole.late), (0, 0));
+    assert!(whole.ids.len() > 50, "{}", whole.ids.len());
+    assert_eq!(pieces.ids, whole.ids);
+    let owned: Vec<DemoRecord> = lines
+        .iter()
+        .map(|r| DemoRecord {
+            topic: r.topic,
+            key: r.key.clone(),
+            payload: r.payload.clone(),
+            time_ms: r.time_ms,
+        })
+        .collect();
+    assert_eq!(pieces.ids, sorted_ids(&owned, &Filter::default()).0);
+}
+
+#[test]
+fn an_event_further_behind_than_the_lateness_still_arrives_counted_late() {
+    let records = demo_records(analyzer().correlator().correlations(), 4_000);
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = jittered_records(&records);
+    // An early record that the correlator observes, moved to the end: more
+    // than 15 minutes behind the events around it.
+    let probe = analyzer();
+    let observed = |r: &DemoRecord| {
+        let before = probe.correlator().stats().observations;
+        let (mut stream, mut scratch, mut out) = (Stream::new(), Scratch::default(), Vec::new());
+        for event in Decoder::default()
+            .decode_owned(&r.payload)
+            .into_iter()
+            .flatten()
+        {
+            probe.process(
+                &event,
+                SourceRef::Unknown,
+                &mut stream,
+                &mut scratch,
+                &mut out,
+            );
+        }
+        probe.finish(&mut stream, &mut out);
+        probe.correlator().stats().observations > before
+    };
+    let end = lines.last().unwrap().time_ms;
+    let at = (2..lines.len())
+        .find(|&i| end - lines[i].time_ms > 15 * 60_000 && observed(lines[i]))
+        .unwrap();
+    let moved = lines.remove(at);
+    lines.push(moved);
+    // Both files end with it, so each has an event far behind.
+    lines.push(moved);
+    let paths = write_exports(dir.path(), &lines);
+
+    let pieces = replay_in_pieces(&paths, 16 << 10);
+    let whole = replay_in_pieces(&paths, usize::MAX);
+    // Nothing lost: every event arrives in both.
+    assert_eq!(pieces.order.len(), whole.order.len());
+    let mut a = pieces.order.clone();
+    let mut b = whole.order.clone();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    // Read whole, each file is sorted; in pieces, the two moved events come
+    // behind newer ones (one per file), and the correlator counts them late.
+    assert_eq!(whole.late, 0);
+    assert!(pieces.late >= 2, "late: {}", pieces.late);
+    let descents = |r: &Replayed| {
+        r.order
+            .windows(2)
+            .filter(|w| w[1].0 < w[0].0)
+            .map(|w| w[1].0)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(descents(&whole), Vec::<i64>::new());
+    assert_eq!(descents(&pieces), vec![moved.time_ms; 2]);
+}
+
+#[test]
+fn a_gzipped_export_is_read_in_pieces_and_a_broken_one_keeps_what_inflated() {
+    let records = demo_records(analyzer().correlator().correlations(), 4_000);
+    let dir = tempfile::tempdir().unwrap();
+    let lines = jittered_records(&records);
+    let mut text = Vec::new();
+    for r in &lines {
+        text.extend_from_slice(&r.payload);
+        text.push(b'\n');
+    }
+    let packed = gz(&text);
+    let whole_gz = dir.path().join("export.jsonl.gz");
+    std::fs::write(&whole_gz, &packed).unwrap();
+
+    let pieces = replay_in_pieces(std::slice::from_ref(&whole_gz), 16 << 10);
+    let whole = replay_in_pieces(std::slice::from_ref(&whole_gz), usize::MAX);
+    assert_eq!(whole.rounds, 1);
+    assert!(pieces.rounds > 20, "read in {} rounds", pieces.rounds);
+    assert!(pieces.order.len() > 3_000, "{}", pieces.order.len());
+    assert_eq!(pieces.order, whole.order);
+    assert_eq!(pieces.ids, whole.ids);
+    assert_eq!(pieces.stats.bytes, text.len() as u64);
+
+    // Cut short at two thirds: read whole, the file inflates to nothing;
+    // in pieces, what inflated before the cut is replayed, and the cut is
+    // one rejected record.
+    let cut = dir.path().join("cut.jsonl.gz");
+    std::fs::write(&cut, &packed[..packed.len() * 2 / 3]).unwrap();
+    let pieces = replay_in_pieces(std::slice::from_ref(&cut), 16 << 10);
+    let whole = replay_in_pieces(std::slice::from_ref(&cut), usize::MAX);
+    assert_eq!(whole.order.len(), 0);
+    assert_eq!(whole.stats.decode.errors(ErrorReason::Decompression), 1);
+    assert_eq!(pieces.stats.decode.errors(ErrorReason::Decompression), 1);
+    let kept = pieces.order.len();
+    assert!(kept > whole_len(&lines) / 2, "{kept} events kept");
+    assert!(kept < whole_len(&lines), "{kept} events kept");
+    // They are the first events of the file, in order.
+    assert!(pieces.order.iter().map(|o| o.0).is_sorted());
+}
+
+fn whole_len(lines: &[&DemoRecord]) -> usize {
+    lines
+        .iter()
+        .map(|r| {
+            Decoder::default()
+                .decode_owned(&r.payload)
+                .iter()
+                .filter(|e| e.is_ok())
+                .count()
+        })
+        .sum()
 }

@@ -259,10 +259,8 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let delivery = start_outbox(&args, config, &analyzer, &mut summary)?;
     let mut write_error = None;
     let options = ReadOptions {
-        decoder,
-        filter: &filter,
-        threads,
-        store: &store,
+        lateness_ms: analyzer.correlator().config().allowed_lateness_ms,
+        ..ReadOptions::new(decoder, &filter, threads, &store)
     };
     let read = crate::replay::analyze(
         &plan,
@@ -375,11 +373,15 @@ fn compare(
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let names = file_names(plan);
+    // The longer lateness of the two sides: order restored for both.
+    let lateness_ms = sides
+        .iter()
+        .map(|(a, ..)| a.correlator().config().allowed_lateness_ms)
+        .max()
+        .unwrap_or_default();
     let options = ReadOptions {
-        decoder: *decoder,
-        filter,
-        threads,
-        store,
+        lateness_ms,
+        ..ReadOptions::new(*decoder, filter, threads, store)
     };
     let read = crate::replay::read_ordered(
         plan,

@@ -13,6 +13,16 @@
 //! overlap in event time (CloudTrail files hold events up to ~15 minutes
 //! older than their delivery) still reach the correlator in order: the same
 //! order the live pipeline's reorder buffer restores.
+//!
+//! Files without a date are read first. A large JSON Lines file among them
+//! (an export of any size) is read in pieces ([`Store::pieces`]), a few per
+//! thread per round, instead of whole: holding a whole export and its
+//! decoded events took about three times the file's size in memory. Its
+//! events are held until every such file still being read has moved past
+//! them by the allowed lateness, which is how the live pipeline orders a
+//! partition; so disorder within the lateness is undone exactly, and an
+//! event further behind goes on where it stands (counted late by the
+//! correlator), as it would live.
 
 pub mod layout;
 pub mod source;
@@ -20,17 +30,18 @@ pub mod source;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
 
 pub use layout::{ArchiveFile, Layout, classify, classify_prefix};
-pub use source::{AwsOptions, SourceError, Store};
+pub use source::{AwsOptions, Piece, Pieces, SourceError, Store};
 
 use crate::analyze::Analyzer;
 use crate::correlate::Stream;
 use crate::detect::{Finding, Matched, SourceRef};
-use crate::event::{AuditEvent, Cloud, DecodeStats, Decoded, Decoder, ErrorReason};
+use crate::event::{
+    AuditEvent, Cloud, DecodeStats, Decoded, Decoder, ErrorReason, ParseError, RecordLocation,
+};
 
 /// What to keep: a time range and account, region and cloud filters
 /// (empty lists keep everything).
@@ -133,11 +144,17 @@ self_cell::self_cell!(
 /// event reaches the sink), its decode counts, events filtered out, bytes
 /// read.
 struct DecodedFile<T> {
+    /// Index into [`Plan::files`].
+    file: usize,
     events: FileEvents,
     prepared: Vec<Option<T>>,
     stats: DecodeStats,
     filtered: u64,
     bytes: u64,
+    /// The latest event time among the kept events.
+    latest: Option<DateTime<Utc>>,
+    /// Whether this is the file's first (or only) piece.
+    first: bool,
 }
 
 /// Why a file could not be read.
@@ -191,6 +208,16 @@ struct Entry {
 /// event. The next bucket is decoded while `sink` works through this one.
 /// Events borrow their file's decompressed bytes, which are kept until the
 /// last of its events has reached the sink.
+///
+/// Large JSON Lines files without a date in their path are read in pieces
+/// of [`ReadOptions::piece_bytes`] (each file's next pieces form the next
+/// round, decoded in parallel), so memory stays bounded however large the
+/// export. Their order is restored as the live pipeline restores a
+/// partition's: an event is held until every file still being read has
+/// passed its time by [`ReadOptions::lateness_ms`]. Input within that
+/// lateness comes out exactly as if each file had been sorted whole; an
+/// event further behind reaches the sink late, and the correlator counts it
+/// as late, as it would live.
 pub fn read_ordered<T: Send>(
     plan: &Plan,
     options: &ReadOptions<'_>,
@@ -219,29 +246,24 @@ pub fn read_ordered<T: Send>(
         .map(|k| starts.get(k + 1).copied().flatten())
         .collect();
     let mut stats = ReadStats::default();
-    let ReadOptions {
-        decoder,
-        filter,
-        threads,
-        store,
-    } = options;
-    let (decoder, filter, threads, store) = (decoder, *filter, (*threads).max(1), *store);
-    // One bucket decoded ahead of the one being consumed.
+    let lateness = chrono::Duration::milliseconds(options.lateness_ms.max(0));
+    // One round decoded ahead of the one being consumed.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Bucket<T>, ReadError>>(1);
     std::thread::scope(|outer| {
         let prepare = &prepare;
         outer.spawn(move || {
-            for files in buckets.values() {
-                let result = decode_bucket(plan, store, decoder, filter, threads, files, prepare);
-                let failed = result.is_err();
-                if tx.send(result).is_err() || failed {
+            for ((key, files), cutoff) in buckets.iter().zip(&cutoffs) {
+                let result = read_bucket(plan, options, *key, files, *cutoff, prepare, &tx);
+                if result.is_err() {
                     return;
                 }
             }
         });
-        // Buckets whose events are still to reach the sink, by number.
+        // Rounds whose events are still to reach the sink, by number.
         let mut live: BTreeMap<u32, Bucket<T>> = BTreeMap::new();
         let mut carry: Vec<Entry> = Vec::new();
+        // The latest event time of each file being read in pieces.
+        let mut latest: BTreeMap<usize, DateTime<Utc>> = BTreeMap::new();
         let mut emit = |live: &mut BTreeMap<u32, Bucket<T>>, entries: &[Entry]| {
             for entry in entries {
                 let Some(bucket) = live.get_mut(&entry.bucket) else {
@@ -262,20 +284,25 @@ pub fn read_ordered<T: Send>(
                 stats.decode.merge(&file.stats);
                 stats.filtered += file.filtered;
                 stats.bytes += file.bytes;
-                stats.files += 1;
+                stats.files += usize::from(file.first);
+                if let Some(t) = file.latest {
+                    let slot = latest.entry(file.file).or_insert(t);
+                    *slot = (*slot).max(t);
+                }
             }
             for (file, reason) in std::mem::take(&mut bucket.errors) {
                 rejected(file, reason);
             }
             let order = bucket.order(number);
+            let release = bucket.hold.release(&latest, lateness);
             live.insert(number, bucket);
             let mut merged = merge(std::mem::take(&mut carry), order);
-            if let Some(cutoff) = cutoffs.get(k).copied().flatten() {
-                let split = merged.partition_point(|e| e.time < Some(cutoff));
+            if let Release::Before(cutoff) = release {
+                let split = merged.partition_point(|e| e.time < cutoff);
                 carry = merged.split_off(split);
             }
             emit(&mut live, &merged);
-            // A bucket none of whose events wait any more is dropped.
+            // A round none of whose events wait any more is dropped.
             let oldest = carry.iter().map(|e| e.bucket).min().unwrap_or(u32::MAX);
             live.retain(|&n, _| n >= oldest);
             progress(&stats);
@@ -283,6 +310,139 @@ pub fn read_ordered<T: Send>(
         emit(&mut live, &carry);
         Ok(stats)
     })
+}
+
+/// What of a round (and of what waits from rounds before) may go on.
+enum Release {
+    All,
+    /// Events before this time; `None` holds everything.
+    Before(Option<DateTime<Utc>>),
+}
+
+/// What a round's events wait for.
+enum Hold {
+    /// The next bucket's earliest start (`None`: nothing, the last bucket).
+    NextBucket(Option<DateTime<Utc>>),
+    /// These files, still being read in pieces, to pass their time by the
+    /// lateness; and the next bucket's start.
+    Reading {
+        files: Vec<usize>,
+        next_bucket: Option<DateTime<Utc>>,
+    },
+}
+
+impl Hold {
+    fn release(
+        &self,
+        latest: &BTreeMap<usize, DateTime<Utc>>,
+        lateness: chrono::Duration,
+    ) -> Release {
+        match self {
+            Hold::NextBucket(None) => Release::All,
+            Hold::NextBucket(Some(start)) => Release::Before(Some(*start)),
+            Hold::Reading { files, next_bucket } => {
+                let mut cutoff = *next_bucket;
+                for file in files {
+                    // A file with no event time yet holds everything.
+                    let Some(t) = latest.get(file) else {
+                        return Release::Before(None);
+                    };
+                    let passed = *t - lateness;
+                    cutoff = Some(cutoff.map_or(passed, |c| c.min(passed)));
+                }
+                Release::Before(cutoff)
+            }
+        }
+    }
+}
+
+/// What one decoding task reads: a whole file, or a piece of one.
+enum Work {
+    Whole(usize),
+    Piece {
+        file: usize,
+        piece: Piece,
+        first: bool,
+    },
+}
+
+/// Reads one bucket of files into rounds sent to `tx`: one round for a
+/// bucket of dated files; for the undated, rounds of the next pieces of
+/// every large JSON Lines file until all are read. `Err` when the consumer
+/// has gone or a file could not be read (the error sent).
+fn read_bucket<T: Send>(
+    plan: &Plan,
+    options: &ReadOptions<'_>,
+    key: i64,
+    files: &[usize],
+    next_bucket: Option<DateTime<Utc>>,
+    prepare: &(impl Fn(&ReplayEvent<'_>) -> T + Sync),
+    tx: &std::sync::mpsc::SyncSender<Result<Bucket<T>, ReadError>>,
+) -> Result<(), ()> {
+    let threads = options.threads.max(1);
+    let failed = |path: &PathBuf, source| {
+        let _ = tx.send(Err(ReadError {
+            path: path.clone(),
+            source,
+        }));
+    };
+    let mut work = Vec::new();
+    let mut reading: Vec<(usize, Pieces, bool)> = Vec::new();
+    for &i in files {
+        let path = &plan.files[i].path;
+        // Only files without a date are read in pieces: a dated file's
+        // bucket is ordered whole.
+        let pieces = if key == i64::MIN {
+            options.store.pieces(path, options.piece_bytes)
+        } else {
+            Ok(None)
+        };
+        match pieces {
+            Ok(Some(pieces)) => reading.push((i, pieces, true)),
+            Ok(None) => work.push(Work::Whole(i)),
+            Err(e) => {
+                failed(path, e);
+                return Err(());
+            }
+        }
+    }
+    loop {
+        // Enough pieces of each file to keep every thread busy.
+        let per_file = threads.div_ceil(reading.len().max(1));
+        for (i, pieces, first) in &mut reading {
+            for _ in 0..per_file {
+                match pieces.next_piece() {
+                    Ok(Some(piece)) => work.push(Work::Piece {
+                        file: *i,
+                        piece,
+                        first: std::mem::take(first),
+                    }),
+                    Ok(None) => break,
+                    Err(e) => {
+                        failed(&plan.files[*i].path, e);
+                        return Err(());
+                    }
+                }
+            }
+        }
+        reading.retain(|(_, pieces, _)| !pieces.done());
+        let hold = if reading.is_empty() {
+            Hold::NextBucket(next_bucket)
+        } else {
+            Hold::Reading {
+                files: reading.iter().map(|(i, _, _)| *i).collect(),
+                next_bucket,
+            }
+        };
+        let result = decode_round(plan, options, std::mem::take(&mut work), hold, prepare);
+        let failed = result.is_err();
+        if tx.send(result).is_err() || failed {
+            return Err(());
+        }
+        if reading.is_empty() {
+            return Ok(());
+        }
+    }
 }
 
 /// Merges two lists sorted by event time; on ties `a` (from earlier
@@ -312,6 +472,31 @@ pub struct ReadOptions<'a> {
     pub threads: usize,
     /// Where files are read from (disk, S3, pulled event history).
     pub store: &'a Store,
+    /// The size of a piece of a large undated JSON Lines file.
+    pub piece_bytes: usize,
+    /// How far behind the latest event of such a file an event may come
+    /// and still be put in order: the correlation's allowed lateness.
+    pub lateness_ms: i64,
+}
+
+/// [`ReadOptions::piece_bytes`] unless told otherwise: big enough that a
+/// piece is a few thousand records, small enough that a round of them per
+/// thread is a few tens of MB.
+pub const PIECE_BYTES: usize = 8 << 20;
+
+impl<'a> ReadOptions<'a> {
+    /// Options for reading `store` with `threads` threads, pieces of
+    /// [`PIECE_BYTES`], and the default allowed lateness.
+    pub fn new(decoder: Decoder, filter: &'a Filter, threads: usize, store: &'a Store) -> Self {
+        ReadOptions {
+            decoder,
+            filter,
+            threads,
+            store,
+            piece_bytes: PIECE_BYTES,
+            lateness_ms: crate::correlate::CorrelationConfig::default().allowed_lateness_ms,
+        }
+    }
 }
 
 /// Where a replayed event came from, for its findings' evidence; `names`
@@ -364,11 +549,12 @@ pub fn analyze(
     )
 }
 
-/// One bucket of files, decoded.
+/// One round of files and pieces, decoded.
 struct Bucket<T> {
-    /// In plan order.
+    /// In plan order, pieces of a file in file order.
     files: Vec<DecodedFile<T>>,
     errors: Vec<(usize, ErrorReason)>,
+    hold: Hold,
 }
 
 impl<T> Bucket<T> {
@@ -392,11 +578,11 @@ impl<T> Bucket<T> {
     }
 }
 
-/// Reads and decodes one file: its events (kept ones, borrowing the
+/// Decodes one file or piece: its events (kept ones, borrowing the
 /// decompressed bytes), `prepare`'s result for each, and its records that
 /// did not parse.
 fn decode_file<T>(
-    index: usize,
+    work: Work,
     bytes: Vec<u8>,
     decoder: &Decoder,
     filter: &Filter,
@@ -404,69 +590,116 @@ fn decode_file<T>(
     errors: &mut Vec<(usize, ErrorReason)>,
 ) -> DecodedFile<T> {
     let read = bytes.len() as u64;
+    let (index, first_line, line_ends, first, corrupt) = match work {
+        Work::Whole(i) => (i, None, None, true, None),
+        Work::Piece { file, piece, first } => (
+            file,
+            Some(piece.first_line),
+            Some(piece.lines),
+            first,
+            piece.corrupt,
+        ),
+    };
     // Inflated here rather than by the decoder, so that the events can
     // borrow the inflated bytes; a payload that does not inflate is handed
     // to the decoder as it is, which reports why.
-    let text = decoder.inflate_gzip(&bytes).unwrap_or(bytes);
+    let text = match first_line {
+        Some(_) => bytes,
+        None => decoder.inflate_gzip(&bytes).unwrap_or(bytes),
+    };
     let (mut stats, mut filtered) = (DecodeStats::default(), 0u64);
+    let mut latest: Option<DateTime<Utc>> = None;
     let events = FileEvents::new(text, |text| {
         // Sized once: growing a vector of a whole file's events by doubling
         // copies it over and over into freshly zeroed pages. A line per
         // record (JSON Lines), or at least ~400 bytes per record; memory
         // reserved and not written costs no resident memory.
-        let lines = bytecount::count(text, b'\n') + 1;
+        let lines = line_ends.map_or_else(|| bytecount::count(text, b'\n'), |n| n as usize) + 1;
         let mut events = Vec::with_capacity(lines.max(text.len() / 400));
         // Events borrow the text where they can (all of it, when the file
         // is valid UTF-8: the common case).
         let base = simdutf8::basic::from_utf8(text).unwrap_or("");
-        decoder.decode(text, &mut |d: Decoded<'_>| {
+        let mut each = |d: Decoded<'_>| {
             stats.record(&d);
             match d.result {
-                Ok(event) if filter.keeps_event(&event) => events.push(ReplayEvent {
-                    event: event.rebase(base),
-                    file: index,
-                    line: d.location.line,
-                    index: d.location.index,
-                }),
+                Ok(event) if filter.keeps_event(&event) => {
+                    latest = latest.max(event.time);
+                    events.push(ReplayEvent {
+                        event: event.rebase(base),
+                        file: index,
+                        line: d.location.line,
+                        index: d.location.index,
+                    })
+                }
                 Ok(_) => filtered += 1,
                 Err(e) => errors.push((index, e.reason)),
             }
-        });
+        };
+        match first_line {
+            Some(line) => decoder.decode_lines(text, line, &mut each),
+            None => decoder.decode(text, &mut each),
+        }
+        // A gzip stream that broke off: what inflated before is kept, and
+        // the break is a rejected record of its own.
+        if let Some(detail) = corrupt {
+            each(Decoded {
+                location: RecordLocation {
+                    line: first_line.unwrap_or(1) + line_ends.unwrap_or(0),
+                    index: 0,
+                },
+                result: Err(ParseError {
+                    reason: ErrorReason::Decompression,
+                    detail,
+                    raw: &[],
+                }),
+            });
+        }
         events
     });
     let prepared =
         events.with_dependent(|_, events| events.iter().map(|e| Some(prepare(e))).collect());
     DecodedFile {
+        file: index,
         events,
         prepared,
         stats,
         filtered,
         bytes: read,
+        latest,
+        first,
     }
 }
 
-fn decode_bucket<T: Send>(
+/// Decodes a round's files and pieces on the reading threads.
+fn decode_round<T: Send>(
     plan: &Plan,
-    store: &Store,
-    decoder: &Decoder,
-    filter: &Filter,
-    threads: usize,
-    files: &[usize],
+    options: &ReadOptions<'_>,
+    work: Vec<Work>,
+    hold: Hold,
     prepare: &(impl Fn(&ReplayEvent<'_>) -> T + Sync),
 ) -> Result<Bucket<T>, ReadError> {
-    let next = AtomicUsize::new(0);
+    let (store, decoder, filter) = (options.store, &options.decoder, options.filter);
+    let count = work.len();
+    let queue: Mutex<std::collections::VecDeque<(usize, Work)>> =
+        Mutex::new(work.into_iter().enumerate().collect());
     let results: Mutex<Vec<(usize, DecodedFile<T>)>> = Mutex::new(Vec::new());
     let failure: Mutex<Option<ReadError>> = Mutex::new(None);
-    let errors: Mutex<Vec<(usize, ErrorReason)>> = Mutex::new(Vec::new());
+    let errors: Mutex<Vec<(usize, usize, ErrorReason)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
-        for _ in 0..threads.min(files.len()) {
+        for _ in 0..options.threads.max(1).min(count) {
             scope.spawn(|| {
                 let mut bad = Vec::new();
                 loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&i) = files.get(k) else { break };
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+                    let Some((k, mut work)) = next else { break };
+                    let (i, bytes) = match &mut work {
+                        Work::Whole(i) => (*i, store.read(&plan.files[*i].path)),
+                        Work::Piece { file, piece, .. } => {
+                            (*file, Ok(std::mem::take(&mut piece.text)))
+                        }
+                    };
                     let file = &plan.files[i];
-                    let bytes = match store.read(&file.path) {
+                    let bytes = match bytes {
                         Ok(b) => b,
                         Err(source) => {
                             let mut slot = failure.lock().unwrap_or_else(|e| e.into_inner());
@@ -485,7 +718,9 @@ fn decode_bucket<T: Send>(
                         },
                         ..*decoder
                     };
-                    let decoded = decode_file(i, bytes, &decoder, filter, prepare, &mut bad);
+                    let mut found = Vec::new();
+                    let decoded = decode_file(work, bytes, &decoder, filter, prepare, &mut found);
+                    bad.extend(found.into_iter().map(|(i, reason)| (k, i, reason)));
                     results
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -502,9 +737,11 @@ fn decode_bucket<T: Send>(
     // Plan order, so that ties break the same way on every run.
     results.sort_by_key(|r| r.0);
     let mut errors = errors.into_inner().unwrap_or_else(|e| e.into_inner());
+    // Work order (plan order, pieces in file order), then record order.
     errors.sort_by_key(|e| e.0);
     Ok(Bucket {
         files: results.into_iter().map(|(_, f)| f).collect(),
-        errors,
+        errors: errors.into_iter().map(|(_, i, r)| (i, r)).collect(),
+        hold,
     })
 }

@@ -14,6 +14,7 @@
 //! S3-compatible stores expect.
 
 use std::collections::HashMap;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use tokio::runtime::Runtime;
 use super::layout::{ArchiveFile, Layout, classify, classify_prefix};
 use super::{Filter, Plan};
 use crate::event::Cloud;
+use crate::event::decode::starts_as_json_lines;
 
 /// Why a remote source could not be listed or read.
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +205,59 @@ impl Store {
             return Ok(());
         }
         Err(SourceError::BadUrl(url.to_owned()))
+    }
+
+    /// A large JSON Lines file (on disk, plain or gzipped, or pulled event
+    /// history) as a reader of [`Pieces`] of about `size` bytes each, so
+    /// that it need not be held in memory whole; `None` for any other file
+    /// (a single JSON document, one no larger than `size`, a gzipped one
+    /// under `size / 32` compressed, one in S3), which is read whole.
+    pub fn pieces(&self, path: &Path, size: usize) -> std::io::Result<Option<Pieces>> {
+        let size = size.max(1);
+        if let Some(bytes) = self.memory.get(path) {
+            if bytes.len() <= size || !starts_as_json_lines(bytes) {
+                return Ok(None);
+            }
+            let reader = std::io::Cursor::new(bytes.clone());
+            return Ok(Some(Pieces::new(Box::new(reader), Vec::new(), size, false)));
+        }
+        if is_remote(path) {
+            return Ok(None);
+        }
+        let len = std::fs::metadata(path)?.len();
+        let mut file = std::fs::File::open(path)?;
+        let mut magic = Vec::with_capacity(2);
+        (&mut file).take(2).read_to_end(&mut magic)?;
+        let gzip = magic == [0x1f, 0x8b];
+        // Audit logs inflate about ten to twenty times: a gzipped file this
+        // small is read whole rather than inflated twice to find out.
+        if len <= if gzip { size as u64 / 32 } else { size as u64 } {
+            return Ok(None);
+        }
+        file.seek(std::io::SeekFrom::Start(0))?;
+        let mut reader: Box<dyn Read + Send> = if gzip {
+            Box::new(flate2::read::MultiGzDecoder::new(
+                std::io::BufReader::with_capacity(1 << 16, file),
+            ))
+        } else {
+            Box::new(file)
+        };
+        // Enough to see the first lines; it becomes the start of the first
+        // piece. A gzip stream that does not even inflate this far is read
+        // whole, and the decoder says why it fails.
+        let mut head = Vec::with_capacity(PIECE_PROBE_BYTES);
+        match (&mut reader)
+            .take(PIECE_PROBE_BYTES as u64)
+            .read_to_end(&mut head)
+        {
+            Ok(_) => {}
+            Err(_) if gzip => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        if !starts_as_json_lines(&head) {
+            return Ok(None);
+        }
+        Ok(Some(Pieces::new(reader, head, size, gzip)))
     }
 
     /// The bytes of a planned file.
@@ -496,5 +551,239 @@ fn is_transient(
                 )
         }
         _ => false,
+    }
+}
+
+/// Whether a read error is the gzip data's fault (corrupt, cut short)
+/// rather than the file system's.
+fn is_corrupt_gzip(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{InvalidData, InvalidInput, UnexpectedEof};
+    matches!(e.kind(), InvalidData | InvalidInput | UnexpectedEof)
+}
+
+/// How much of a file [`Store::pieces`] reads to tell JSON Lines.
+const PIECE_PROBE_BYTES: usize = 1 << 20;
+
+/// A JSON Lines file read a piece at a time, each piece whole lines.
+pub struct Pieces {
+    reader: Box<dyn Read + Send>,
+    size: usize,
+    /// Bytes read past the last line end of the previous piece.
+    rest: Vec<u8>,
+    next_line: u64,
+    eof: bool,
+    /// Whether the reader inflates gzip.
+    gzip: bool,
+}
+
+/// Whole lines of a file, the first of them numbered `first_line`.
+pub struct Piece {
+    pub text: Vec<u8>,
+    pub first_line: u64,
+    /// Line ends in `text`.
+    pub lines: u64,
+    /// Why the gzip stream stopped inflating after this piece (corrupt or
+    /// cut short): the file's last piece, holding what inflated before.
+    pub corrupt: Option<String>,
+}
+
+impl Pieces {
+    fn new(reader: Box<dyn Read + Send>, head: Vec<u8>, size: usize, gzip: bool) -> Pieces {
+        Pieces {
+            reader,
+            size,
+            rest: head,
+            next_line: 1,
+            eof: false,
+            gzip,
+        }
+    }
+
+    /// The next piece: the whole lines among the next `size` bytes (a line
+    /// longer than that whole), or the rest of the file; `None` at the end.
+    pub fn next_piece(&mut self) -> std::io::Result<Option<Piece>> {
+        if self.done() {
+            return Ok(None);
+        }
+        let mut text = Vec::with_capacity(self.size.max(self.rest.len()) + 4096);
+        text.append(&mut self.rest);
+        let (mut target, mut searched, mut corrupt) = (self.size, 0, None);
+        let cut = loop {
+            if !self.eof && text.len() < target {
+                let want = (target - text.len()) as u64;
+                // What was read before an error is in `text`.
+                match (&mut self.reader).take(want).read_to_end(&mut text) {
+                    Ok(read) => self.eof = (read as u64) < want,
+                    Err(e) if self.gzip && is_corrupt_gzip(&e) => {
+                        corrupt = Some(format!("gzip: {e}"));
+                        self.eof = true;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if self.eof {
+                break text.len();
+            }
+            // A line longer than a piece: read on until it ends.
+            match memchr::memrchr(b'\n', &text[searched..]) {
+                Some(at) => break searched + at + 1,
+                None => (searched, target) = (text.len(), text.len() + self.size),
+            }
+        };
+        if text.is_empty() && corrupt.is_none() {
+            return Ok(None);
+        }
+        self.rest = text.split_off(cut);
+        let first_line = self.next_line;
+        let lines = bytecount::count(&text, b'\n') as u64;
+        self.next_line += lines;
+        Ok(Some(Piece {
+            text,
+            first_line,
+            lines,
+            corrupt,
+        }))
+    }
+
+    /// Whether every piece has been read.
+    pub fn done(&self) -> bool {
+        self.eof && self.rest.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every piece of `text` cut `size` bytes at a time.
+    fn pieces_of(text: &[u8], size: usize) -> Vec<Piece> {
+        let mut pieces = Pieces::new(
+            Box::new(std::io::Cursor::new(text.to_vec())),
+            Vec::new(),
+            size,
+            false,
+        );
+        let mut out = Vec::new();
+        while let Some(piece) = pieces.next_piece().unwrap() {
+            out.push(piece);
+        }
+        assert!(pieces.done());
+        out
+    }
+
+    #[test]
+    fn pieces_are_whole_lines_numbered_on() {
+        let mut text = Vec::new();
+        for i in 0..500 {
+            // Lines of varied length, one longer than a piece.
+            let pad = if i == 250 { 300 } else { i % 37 };
+            text.extend_from_slice(
+                format!("{{\"n\":{i},\"p\":\"{}\"}}\n", "x".repeat(pad)).as_bytes(),
+            );
+        }
+        // No line end after the last line.
+        text.extend_from_slice(b"{\"n\":500}");
+        for size in [1, 64, 100, 4096, text.len(), text.len() * 2] {
+            let pieces = pieces_of(&text, size);
+            let joined: Vec<u8> = pieces.iter().flat_map(|p| p.text.clone()).collect();
+            assert_eq!(joined, text, "size {size}");
+            let mut next_line = 1;
+            for (k, piece) in pieces.iter().enumerate() {
+                assert_eq!(piece.first_line, next_line, "size {size}");
+                let last = k + 1 == pieces.len();
+                assert!(
+                    last || piece.text.ends_with(b"\n"),
+                    "size {size}: a cut line"
+                );
+                // No more than a piece holds, give or take a line longer
+                // than that.
+                let longest = text.split(|b| *b == b'\n').map(<[u8]>::len).max().unwrap();
+                assert!(
+                    piece.text.len() <= size.max(1) + longest,
+                    "size {size}: a piece of {} bytes",
+                    piece.text.len()
+                );
+                assert_eq!(piece.lines, bytecount::count(&piece.text, b'\n') as u64);
+                next_line += piece.lines;
+            }
+            assert_eq!(next_line, 501);
+            if size < text.len() {
+                assert!(pieces.len() > 1, "size {size}");
+            }
+        }
+        assert!(pieces_of(b"", 10).is_empty());
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn a_gzip_stream_cut_short_ends_in_a_piece_that_says_so() {
+        let text = "{\"n\":1,\"p\":\"abcdefgh\"}\n".repeat(2000);
+        let packed = gzip(text.as_bytes());
+        let cut = packed[..packed.len() / 2].to_vec();
+        let reader = flate2::read::MultiGzDecoder::new(std::io::Cursor::new(cut));
+        let mut pieces = Pieces::new(Box::new(reader), Vec::new(), 1000, true);
+        let mut all = Vec::new();
+        while let Some(piece) = pieces.next_piece().unwrap() {
+            all.push(piece);
+        }
+        let (last, before) = all.split_last().unwrap();
+        assert!(before.len() > 5, "{} pieces", all.len());
+        assert!(before.iter().all(|p| p.corrupt.is_none()));
+        assert!(last.corrupt.as_deref().unwrap().starts_with("gzip: "));
+        // What inflated before the cut is all there, in order.
+        let joined: Vec<u8> = all.iter().flat_map(|p| p.text.clone()).collect();
+        assert!(joined.len() > 1000 && text.as_bytes().starts_with(&joined));
+        // A plain reader's error is the caller's, not a piece.
+        struct Failing;
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("disk"))
+            }
+        }
+        let mut plain = Pieces::new(Box::new(Failing), Vec::new(), 10, false);
+        assert!(plain.next_piece().is_err());
+    }
+
+    #[test]
+    fn only_large_json_lines_files_are_read_in_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n".repeat(100);
+        let store = Store::default();
+        let write = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+        let jsonl = write("a.jsonl", lines.as_bytes());
+        assert!(store.pieces(&jsonl, 100).unwrap().is_some());
+        // No larger than a piece: read whole.
+        assert!(store.pieces(&jsonl, lines.len()).unwrap().is_none());
+        // One document, even pretty-printed over many lines.
+        let records = format!("{{\"Records\": [\n{}{{}}]}}", "{\"a\":1},\n".repeat(300));
+        let document = write("b.json", records.as_bytes());
+        assert!(store.pieces(&document, 100).unwrap().is_none());
+        // Gzip that does not inflate: read whole (the decoder says why).
+        let bad = write(
+            "c.json.gz",
+            &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3, 4],
+        );
+        assert!(store.pieces(&bad, 4).unwrap().is_none());
+        // Gzipped JSON Lines: in pieces, unless small compressed.
+        let packed = gzip(lines.as_bytes());
+        let gz = write("d.jsonl.gz", &packed);
+        assert!(store.pieces(&gz, 100).unwrap().is_some());
+        assert!(store.pieces(&gz, packed.len() * 32).unwrap().is_none());
+        // A file that is not there is an error, not a whole read.
+        assert!(
+            store
+                .pieces(&dir.path().join("missing.jsonl"), 100)
+                .is_err()
+        );
     }
 }

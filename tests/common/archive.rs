@@ -156,12 +156,8 @@ pub fn replay_ids(
     let mut stream = Stream::in_time_order();
     let mut findings = Vec::new();
     let mut events = 0u64;
-    let options = ReadOptions {
-        decoder: Decoder::default(),
-        filter,
-        threads: 2,
-        store: &Store::default(),
-    };
+    let store = Store::default();
+    let options = ReadOptions::new(Decoder::default(), filter, 2, &store);
     analyze(
         &plan,
         &options,
