@@ -589,15 +589,15 @@ fn decode_file<T>(
     prepare: &(impl Fn(&ReplayEvent<'_>) -> T + Sync),
     errors: &mut Vec<(usize, ErrorReason)>,
 ) -> DecodedFile<T> {
-    let read = bytes.len() as u64;
-    let (index, first_line, line_ends, first, corrupt) = match work {
-        Work::Whole(i) => (i, None, None, true, None),
+    let (index, first_line, line_ends, first, corrupt, read) = match work {
+        Work::Whole(i) => (i, None, None, true, None, bytes.len() as u64),
         Work::Piece { file, piece, first } => (
             file,
             Some(piece.first_line),
             Some(piece.lines),
             first,
             piece.corrupt,
+            piece.read,
         ),
     };
     // Inflated here rather than by the decoder, so that the events can

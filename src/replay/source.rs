@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -219,7 +220,7 @@ impl Store {
                 return Ok(None);
             }
             let reader = std::io::Cursor::new(bytes.clone());
-            return Ok(Some(Pieces::new(Box::new(reader), Vec::new(), size, false)));
+            return Ok(Some(Pieces::new(Box::new(reader), Vec::new(), size, None)));
         }
         if is_remote(path) {
             return Ok(None);
@@ -235,12 +236,19 @@ impl Store {
             return Ok(None);
         }
         file.seek(std::io::SeekFrom::Start(0))?;
-        let mut reader: Box<dyn Read + Send> = if gzip {
-            Box::new(flate2::read::MultiGzDecoder::new(
-                std::io::BufReader::with_capacity(1 << 16, file),
-            ))
-        } else {
-            Box::new(file)
+        // Gzip: the compressed bytes read are counted, for progress.
+        let compressed = gzip.then(Arc::default);
+        let mut reader: Box<dyn Read + Send> = match &compressed {
+            Some(count) => Box::new(flate2::read::MultiGzDecoder::new(
+                std::io::BufReader::with_capacity(
+                    1 << 16,
+                    Counted {
+                        inner: file,
+                        count: Arc::clone(count),
+                    },
+                ),
+            )),
+            None => Box::new(file),
         };
         // Enough to see the first lines; it becomes the start of the first
         // piece. A gzip stream that does not even inflate this far is read
@@ -257,7 +265,7 @@ impl Store {
         if !starts_as_json_lines(&head) {
             return Ok(None);
         }
-        Ok(Some(Pieces::new(reader, head, size, gzip)))
+        Ok(Some(Pieces::new(reader, head, size, compressed)))
     }
 
     /// The bytes of a planned file.
@@ -572,8 +580,24 @@ pub struct Pieces {
     rest: Vec<u8>,
     next_line: u64,
     eof: bool,
-    /// Whether the reader inflates gzip.
-    gzip: bool,
+    /// For a reader that inflates gzip: the compressed bytes read so far,
+    /// and how many of them earlier pieces accounted for.
+    compressed: Option<Arc<AtomicU64>>,
+    accounted: u64,
+}
+
+/// A reader that counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 /// Whole lines of a file, the first of them numbered `first_line`.
@@ -582,20 +606,28 @@ pub struct Piece {
     pub first_line: u64,
     /// Line ends in `text`.
     pub lines: u64,
+    /// Bytes of the file this piece took (compressed, for gzip).
+    pub read: u64,
     /// Why the gzip stream stopped inflating after this piece (corrupt or
     /// cut short): the file's last piece, holding what inflated before.
     pub corrupt: Option<String>,
 }
 
 impl Pieces {
-    fn new(reader: Box<dyn Read + Send>, head: Vec<u8>, size: usize, gzip: bool) -> Pieces {
+    fn new(
+        reader: Box<dyn Read + Send>,
+        head: Vec<u8>,
+        size: usize,
+        compressed: Option<Arc<AtomicU64>>,
+    ) -> Pieces {
         Pieces {
             reader,
             size,
             rest: head,
             next_line: 1,
             eof: false,
-            gzip,
+            compressed,
+            accounted: 0,
         }
     }
 
@@ -614,7 +646,7 @@ impl Pieces {
                 // What was read before an error is in `text`.
                 match (&mut self.reader).take(want).read_to_end(&mut text) {
                     Ok(read) => self.eof = (read as u64) < want,
-                    Err(e) if self.gzip && is_corrupt_gzip(&e) => {
+                    Err(e) if self.compressed.is_some() && is_corrupt_gzip(&e) => {
                         corrupt = Some(format!("gzip: {e}"));
                         self.eof = true;
                     }
@@ -637,10 +669,18 @@ impl Pieces {
         let first_line = self.next_line;
         let lines = bytecount::count(&text, b'\n') as u64;
         self.next_line += lines;
+        let read = match &self.compressed {
+            Some(count) => {
+                let now = count.load(Ordering::Relaxed);
+                now - std::mem::replace(&mut self.accounted, now)
+            }
+            None => text.len() as u64,
+        };
         Ok(Some(Piece {
             text,
             first_line,
             lines,
+            read,
             corrupt,
         }))
     }
@@ -661,7 +701,7 @@ mod tests {
             Box::new(std::io::Cursor::new(text.to_vec())),
             Vec::new(),
             size,
-            false,
+            None,
         );
         let mut out = Vec::new();
         while let Some(piece) = pieces.next_piece().unwrap() {
@@ -704,6 +744,7 @@ mod tests {
                     piece.text.len()
                 );
                 assert_eq!(piece.lines, bytecount::count(&piece.text, b'\n') as u64);
+                assert_eq!(piece.read, piece.text.len() as u64);
                 next_line += piece.lines;
             }
             assert_eq!(next_line, 501);
@@ -726,8 +767,12 @@ mod tests {
         let text = "{\"n\":1,\"p\":\"abcdefgh\"}\n".repeat(2000);
         let packed = gzip(text.as_bytes());
         let cut = packed[..packed.len() / 2].to_vec();
-        let reader = flate2::read::MultiGzDecoder::new(std::io::Cursor::new(cut));
-        let mut pieces = Pieces::new(Box::new(reader), Vec::new(), 1000, true);
+        let count = Arc::new(AtomicU64::new(0));
+        let reader = flate2::read::MultiGzDecoder::new(Counted {
+            inner: std::io::Cursor::new(cut.clone()),
+            count: Arc::clone(&count),
+        });
+        let mut pieces = Pieces::new(Box::new(reader), Vec::new(), 1000, Some(count));
         let mut all = Vec::new();
         while let Some(piece) = pieces.next_piece().unwrap() {
             all.push(piece);
@@ -739,6 +784,10 @@ mod tests {
         // What inflated before the cut is all there, in order.
         let joined: Vec<u8> = all.iter().flat_map(|p| p.text.clone()).collect();
         assert!(joined.len() > 1000 && text.as_bytes().starts_with(&joined));
+        // Each piece accounts for the compressed bytes it took.
+        let read: u64 = all.iter().map(|p| p.read).sum();
+        assert_eq!(read, cut.len() as u64);
+        assert!(before.iter().all(|p| p.read < p.text.len() as u64));
         // A plain reader's error is the caller's, not a piece.
         struct Failing;
         impl Read for Failing {
@@ -746,7 +795,7 @@ mod tests {
                 Err(std::io::Error::other("disk"))
             }
         }
-        let mut plain = Pieces::new(Box::new(Failing), Vec::new(), 10, false);
+        let mut plain = Pieces::new(Box::new(Failing), Vec::new(), 10, None);
         assert!(plain.next_piece().is_err());
     }
 
