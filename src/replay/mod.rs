@@ -302,9 +302,11 @@ pub fn read_ordered<T: Send>(
                 carry = merged.split_off(split);
             }
             emit(&mut live, &merged);
-            // A round none of whose events wait any more is dropped.
-            let oldest = carry.iter().map(|e| e.bucket).min().unwrap_or(u32::MAX);
-            live.retain(|&n, _| n >= oldest);
+            // A round none of whose events wait any more is dropped, even
+            // when an older one still waits (an export that jumps back in
+            // time leaves its last events waiting to the end).
+            let waiting: std::collections::BTreeSet<u32> = carry.iter().map(|e| e.bucket).collect();
+            live.retain(|n, _| waiting.contains(n));
             progress(&stats);
         }
         emit(&mut live, &carry);
