@@ -325,6 +325,38 @@ fn replay_prints_findings_for_an_attack() {
 }
 
 #[test]
+fn replay_says_when_events_came_later_than_the_allowed_lateness() {
+    // The fixture's records are days apart, not in time order. A file that
+    // small is sorted whole; stdin is taken as it comes, as live.
+    let file = fixtures().join("aws/cloudtrail-records.jsonl");
+    let sorted = seamwatch().args(["replay"]).arg(&file).output().unwrap();
+    let mut child = seamwatch()
+        .args(["replay", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = std::fs::read(&file).unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let streamed = child.wait_with_output().unwrap();
+    assert!(sorted.status.success() && streamed.status.success());
+    let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    let late = |text: &str| -> u64 {
+        let at = text.find(" late beyond").expect("correlation line");
+        text[..at].rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(late(&stderr(&sorted)), 0, "{}", stderr(&sorted));
+    assert!(!stderr(&sorted).contains("note: some events came"));
+    assert!(late(&stderr(&streamed)) > 0, "{}", stderr(&streamed));
+    assert!(
+        stderr(&streamed).contains("note: some events came more than the allowed lateness"),
+        "{}",
+        stderr(&streamed)
+    );
+}
+
+#[test]
 fn replay_reads_a_json_lines_file_larger_than_the_document_limit() {
     let file = fixtures().join("aws/cloudtrail-records.jsonl");
     let size = std::fs::metadata(&file).unwrap().len();

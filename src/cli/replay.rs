@@ -568,6 +568,11 @@ impl Summary {
             "  correlation: {} observations, {} fired, {} late beyond the allowed lateness, {} without a group, {} groups evicted, {} still open",
             c.observations, c.fired, c.late, c.ungrouped, c.evicted, c.keys
         );
+        if c.late > 0 {
+            eprintln!(
+                "  note: some events came more than the allowed lateness behind newer ones of the same file or stream (exports concatenated, or written out of order); correlations saw them late, as the live pipeline would. Sorting the input, or raising correlation.allowed_lateness, puts them in order."
+            );
+        }
         eprintln!("  by severity:");
         for (severity, n) in self.by_severity.iter().rev() {
             eprintln!("  {n:>8}  {severity}");
