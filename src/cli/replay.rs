@@ -464,6 +464,16 @@ struct Summary {
     timeline: Option<Vec<Finding>>,
 }
 
+/// One more under `key`; the key is copied only the first time.
+fn count(map: &mut BTreeMap<String, u64>, key: &str) {
+    match map.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(key.to_owned(), 1);
+        }
+    }
+}
+
 impl Summary {
     fn new(args: &ReplayArgs) -> Summary {
         Summary {
@@ -505,21 +515,16 @@ impl Summary {
         quiet: bool,
     ) -> io::Result<()> {
         for finding in findings.drain(..) {
-            *self.by_rule.entry(finding.rule_id.clone()).or_default() += 1;
+            count(&mut self.by_rule, &finding.rule_id);
             *self.by_severity.entry(finding.severity).or_default() += 1;
-            *self
-                .by_account
-                .entry(finding.account.clone().unwrap_or_else(|| "-".into()))
-                .or_default() += 1;
-            *self
-                .by_domain
-                .entry(finding.domain.map_or("-".to_owned(), |d| {
-                    serde_json::to_value(d)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default()
-                }))
-                .or_default() += 1;
+            count(
+                &mut self.by_account,
+                finding.account.as_deref().unwrap_or("-"),
+            );
+            count(
+                &mut self.by_domain,
+                finding.domain.map_or("-", crate::matrix::Domain::as_str),
+            );
             if let Some(timeline) = &mut self.timeline {
                 timeline.push(finding.clone());
             }
