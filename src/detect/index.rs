@@ -4,12 +4,14 @@
 //! A rule lands in exactly one bucket, by what it fixes:
 //! - service and operation: `by_operation["cloud|service|operation"]`;
 //! - operation only (Sigma rules often give `eventName` alone):
-//!   `by_cloud_operation["cloud|operation"]`;
+//!   `by_cloud_operation[cloud]["operation"]`;
 //! - service only: `by_service["cloud|service"]`;
 //! - neither: the short per-cloud fallback list.
 //!
-//! Keys are lower-cased: Azure writes operation names in any case. Lookup keys
-//! are built in a stack buffer ([`LowerKey`]), so a lookup allocates nothing.
+//! Keys are lower-cased: Azure writes operation names in any case. An event's
+//! lookup key `cloud|service|operation` is built once, in a stack buffer
+//! ([`LowerKey`]); the other two keys are its prefix and its suffix, so a
+//! lookup allocates nothing and lower-cases each name once.
 //! The maps hash with foldhash (hashbrown's default): three lookups per event
 //! on short keys, where SipHash's resistance to chosen keys buys nothing (the
 //! keys are the rules', not the input's).
@@ -23,7 +25,7 @@ use crate::util::LowerKey;
 #[derive(Debug, Default)]
 pub struct RuleIndex {
     by_operation: HashMap<Box<str>, Vec<u32>>,
-    by_cloud_operation: HashMap<Box<str>, Vec<u32>>,
+    by_cloud_operation: [HashMap<Box<str>, Vec<u32>>; 3],
     by_service: HashMap<Box<str>, Vec<u32>>,
     fallback: [Vec<u32>; 3],
 }
@@ -40,10 +42,8 @@ fn owned_key(parts: &[&str]) -> Box<str> {
     LowerKey::owned(parts)
 }
 
-fn lookup<'m>(map: &'m HashMap<Box<str>, Vec<u32>>, parts: &[&str]) -> &'m [u32] {
-    LowerKey::with(parts, |key| map.get(key))
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
+fn lookup<'m>(map: &'m HashMap<Box<str>, Vec<u32>>, key: &str) -> &'m [u32] {
+    map.get(key).map(Vec::as_slice).unwrap_or(&[])
 }
 
 impl RuleIndex {
@@ -66,9 +66,8 @@ impl RuleIndex {
                 }
                 (true, false) => {
                     for operation in &rule.operations {
-                        index
-                            .by_cloud_operation
-                            .entry(owned_key(&[cloud, operation]))
+                        index.by_cloud_operation[cloud_slot(rule.cloud)]
+                            .entry(owned_key(&[operation]))
                             .or_default()
                             .push(i);
                     }
@@ -94,16 +93,25 @@ impl RuleIndex {
     pub fn candidates(&self, event: &AuditEvent<'_>, mut f: impl FnMut(u32)) {
         let cloud = event.cloud.as_str();
         let (service, operation) = (&*event.service, &*event.operation);
-        for &i in lookup(&self.by_operation, &[cloud, service, operation]) {
-            f(i);
-        }
-        for &i in lookup(&self.by_cloud_operation, &[cloud, operation]) {
-            f(i);
-        }
-        for &i in lookup(&self.by_service, &[cloud, service]) {
-            f(i);
-        }
-        for &i in &self.fallback[cloud_slot(event.cloud)] {
+        let slot = cloud_slot(event.cloud);
+        LowerKey::with(&[cloud, service, operation], |key| {
+            // `cloud|service` and `operation`: the key's two ends.
+            let cloud_service = cloud.len() + 1 + service.len();
+            let (head, tail) = (
+                key.get(..cloud_service).unwrap_or_default(),
+                key.get(cloud_service + 1..).unwrap_or_default(),
+            );
+            for &i in lookup(&self.by_operation, key) {
+                f(i);
+            }
+            for &i in lookup(&self.by_cloud_operation[slot], tail) {
+                f(i);
+            }
+            for &i in lookup(&self.by_service, head) {
+                f(i);
+            }
+        });
+        for &i in &self.fallback[slot] {
             f(i);
         }
     }
