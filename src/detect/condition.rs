@@ -35,6 +35,9 @@ pub enum EventField {
     PrincipalName,
     PrincipalAccount,
     PrincipalIssuer,
+    PrincipalType,
+    IssuerType,
+    PrincipalArn,
     PrincipalChain,
     PrincipalMfa,
     AccessKeyId,
@@ -47,7 +50,7 @@ pub enum EventField {
 }
 
 impl EventField {
-    pub const NAMES: [(&'static str, EventField); 20] = [
+    pub const NAMES: [(&'static str, EventField); 23] = [
         ("cloud", EventField::Cloud),
         ("service", EventField::Service),
         ("operation", EventField::Operation),
@@ -59,6 +62,9 @@ impl EventField {
         ("principal.name", EventField::PrincipalName),
         ("principal.account", EventField::PrincipalAccount),
         ("principal.issuer", EventField::PrincipalIssuer),
+        ("principal.type", EventField::PrincipalType),
+        ("principal.issuer_type", EventField::IssuerType),
+        ("principal.arn", EventField::PrincipalArn),
         ("principal.chain", EventField::PrincipalChain),
         ("principal.mfa", EventField::PrincipalMfa),
         ("principal.access_key_id", EventField::AccessKeyId),
@@ -111,6 +117,9 @@ impl EventField {
             EventField::PrincipalName => opt(p.name.as_deref(), f),
             EventField::PrincipalAccount => opt(p.account.as_deref(), f),
             EventField::PrincipalIssuer => opt(p.issuer.as_deref(), f),
+            EventField::PrincipalType => opt(p.native_type.as_deref(), f),
+            EventField::IssuerType => opt(p.issuer_type.as_deref(), f),
+            EventField::PrincipalArn => opt(p.arn.as_deref(), f),
             EventField::PrincipalChain => {
                 for link in &p.chain {
                     f(link)?;

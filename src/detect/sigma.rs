@@ -283,6 +283,12 @@ impl Source {
                 "userAgent" => event(EventField::UserAgent),
                 "sourceIPAddress" => event(EventField::SourceIp),
                 "awsRegion" => event(EventField::Region),
+                // Parsed with the record (`userIdentity` is read on every
+                // one): a native lookup would scan it again, on every record,
+                // for the rules that are not indexed by operation.
+                "userIdentity.type" => event(EventField::PrincipalType),
+                "userIdentity.sessionContext.sessionIssuer.type" => event(EventField::IssuerType),
+                "userIdentity.arn" => event(EventField::PrincipalArn),
                 other => native(other),
             },
             Source::ActivityLogs | Source::EntraAuditLogs => match name {
@@ -802,5 +808,81 @@ fn required_identifiers(rule: &SigmaRule, expr: &ConditionExpr, out: &mut Vec<St
                 .cloned(),
         ),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::ControlFlow;
+
+    use super::*;
+    use crate::event::decode::{Decoder, FormatHint, Limits};
+
+    fn values(source: &FieldSource, event: &crate::event::AuditEvent<'_>) -> Vec<String> {
+        let mut out = Vec::new();
+        let _ = source.visit_values(event, &mut |v| {
+            out.push(v.to_owned());
+            ControlFlow::Continue(())
+        });
+        out
+    }
+
+    /// CloudTrail fields read from the normalized event give what the
+    /// native path gives, on every record: the mapping saves a scan, it must
+    /// not change a match. (`errorCode` is left out on purpose: a failed
+    /// console sign-in has none, and the event gives its error message.)
+    #[test]
+    fn cloudtrail_fields_read_from_the_event_agree_with_their_native_paths() {
+        let names = [
+            "eventSource",
+            "eventName",
+            "userAgent",
+            "sourceIPAddress",
+            "awsRegion",
+            "userIdentity.type",
+            "userIdentity.sessionContext.sessionIssuer.type",
+            "userIdentity.arn",
+        ];
+        let inputs: [&[u8]; 4] = [
+            include_bytes!("../../tests/fixtures/aws/cloudtrail-records.jsonl"),
+            include_bytes!("../../tests/fixtures/aws/s3-object.json"),
+            include_bytes!("../../tests/fixtures/aws/eventbridge.jsonl"),
+            include_bytes!("../../tests/fixtures/aws/lookupevents-items.jsonl"),
+        ];
+        let (mut compared, mut found) = (0, 0);
+        let mut mapped = 0;
+        for name in names {
+            let source = Source::CloudTrail.map_field(name).unwrap();
+            mapped += usize::from(matches!(source, FieldSource::Event(_)));
+            let native = FieldSource::Native(FieldPath::parse(name).unwrap());
+            for input in inputs {
+                Decoder::new(FormatHint::Auto, Limits::default()).decode(input, &mut |d| {
+                    let Ok(event) = d.result else { return };
+                    // Insights events name the API they are about inside
+                    // `insightDetails`, where the event finds it on purpose.
+                    if event.raw.contains("\"insightDetails\"") && name.starts_with("event") {
+                        return;
+                    }
+                    let (ours, theirs) = (values(&source, &event), values(&native, &event));
+                    assert_eq!(ours, theirs, "{name} in {}", event.raw);
+                    compared += 1;
+                    found += usize::from(!ours.is_empty());
+                });
+            }
+        }
+        assert_eq!(mapped, names.len(), "every name is read from the event");
+        assert!(
+            compared > 50 && found > 30,
+            "{compared} compared, {found} found"
+        );
+        // Both identity types occur in the fixtures.
+        let issuer = FieldSource::Event(EventField::IssuerType);
+        let mut issuers = 0;
+        Decoder::new(FormatHint::Auto, Limits::default()).decode(inputs[0], &mut |d| {
+            if let Ok(event) = d.result {
+                issuers += values(&issuer, &event).len();
+            }
+        });
+        assert!(issuers > 0, "no session issuer type in the fixtures");
     }
 }

@@ -130,7 +130,8 @@ fn principal(identity: Option<AwsIdentity<'_>>) -> Principal<'_> {
     let Some(identity) = identity else {
         return Principal::unknown();
     };
-    let kind = match identity.kind.as_deref() {
+    let native_type = identity.kind;
+    let kind = match native_type.as_deref() {
         Some("Root") => PrincipalKind::Root,
         Some("IAMUser") => PrincipalKind::User,
         Some("AssumedRole") => PrincipalKind::AssumedRole,
@@ -142,16 +143,22 @@ fn principal(identity: Option<AwsIdentity<'_>>) -> Principal<'_> {
         None if identity.invoked_by.is_some() => PrincipalKind::ProviderService,
         _ => PrincipalKind::Unknown,
     };
-    let (issuer, mfa) = match identity.session_context {
-        Some(context) => (
-            context
-                .session_issuer
-                .and_then(|issuer| non_empty(issuer.arn)),
-            context.attributes.and_then(|a| a.mfa_authenticated.0),
-        ),
-        None => (None, None),
+    let (issuer, issuer_type, mfa) = match identity.session_context {
+        Some(context) => {
+            let (arn, kind) = match context.session_issuer {
+                Some(issuer) => (non_empty(issuer.arn), issuer.kind),
+                None => (None, None),
+            };
+            (
+                arn,
+                kind,
+                context.attributes.and_then(|a| a.mfa_authenticated.0),
+            )
+        }
+        None => (None, None, None),
     };
-    let arn = non_empty(identity.arn);
+    let native_arn = identity.arn;
+    let arn = non_empty(native_arn.clone());
     let name = match kind {
         PrincipalKind::AssumedRole => arn.as_ref().map(|arn| session_name(arn)),
         PrincipalKind::Root => Some(Cow::Borrowed("root")),
@@ -172,6 +179,9 @@ fn principal(identity: Option<AwsIdentity<'_>>) -> Principal<'_> {
         chain: SmallVec::new(),
         mfa,
         access_key_id: non_empty(identity.access_key_id),
+        native_type,
+        issuer_type,
+        arn: native_arn,
     }
 }
 

@@ -451,6 +451,9 @@ fn principal<'a>(
         chain: SmallVec::new(),
         mfa,
         access_key_id: None,
+        native_type: None,
+        issuer_type: None,
+        arn: None,
     }
 }
 

@@ -209,6 +209,9 @@ fn principal(info: Option<GcpAuthenticationInfo<'_>>) -> Principal<'_> {
         chain,
         mfa: None,
         access_key_id: non_empty(info.service_account_key_name),
+        native_type: None,
+        issuer_type: None,
+        arn: None,
     }
 }
 

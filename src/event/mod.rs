@@ -182,6 +182,20 @@ pub struct Principal<'a> {
     /// The access key used (AWS), where the log says.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access_key_id: Option<Str<'a>>,
+    /// The identity's type as the log writes it (CloudTrail
+    /// `userIdentity.type`), where `kind` sorts it. This and the next two
+    /// are verbatim copies of native fields, kept for rules (read on every
+    /// record, not scanned for again); not part of the normalized output.
+    #[serde(skip)]
+    pub native_type: Option<Str<'a>>,
+    /// The type of the identity a session was issued from, as the log
+    /// writes it (CloudTrail `sessionContext.sessionIssuer.type`).
+    #[serde(skip)]
+    pub issuer_type: Option<Str<'a>>,
+    /// The identity's ARN as the log writes it (CloudTrail
+    /// `userIdentity.arn`, even empty), where `id` may fall back to another.
+    #[serde(skip)]
+    pub arn: Option<Str<'a>>,
 }
 
 impl Principal<'_> {
@@ -195,6 +209,9 @@ impl Principal<'_> {
             chain: SmallVec::new(),
             mfa: None,
             access_key_id: None,
+            native_type: None,
+            issuer_type: None,
+            arn: None,
         }
     }
 }
@@ -301,6 +318,16 @@ pub enum EventId<'a> {
     /// (Azure Event Hubs records: `correlationId`, `operationName`, `resultType`,
     /// `time`; or the whole record when those are absent).
     Hash(u64),
+}
+
+impl EventId<'_> {
+    /// The id as text (what `Display` writes), borrowed when it is native.
+    pub fn text(&self) -> Cow<'_, str> {
+        match self {
+            EventId::Native(id) => Cow::Borrowed(id),
+            EventId::Hash(_) => Cow::Owned(self.to_string()),
+        }
+    }
 }
 
 impl fmt::Display for EventId<'_> {
@@ -475,6 +502,9 @@ impl<'a> AuditEvent<'a> {
                 chain: p.chain.into_iter().map(own).collect(),
                 mfa: p.mfa,
                 access_key_id: own_opt(p.access_key_id),
+                native_type: own_opt(p.native_type),
+                issuer_type: own_opt(p.issuer_type),
+                arn: own_opt(p.arn),
             },
             source_ip: self.source_ip.map(|ip| SourceIp {
                 raw: own(ip.raw),
