@@ -1271,17 +1271,28 @@ mod tests {
     }
 
     /// Lookups that start from a remembered subtree (`AuditEvent::hot`:
-    /// the request and the caller) find what a scan of the whole record
-    /// finds, present or absent, nested or not.
+    /// the request and the caller) find what a scan of the whole record finds,
+    /// present, null or absent, nested or not, in every shape: records read
+    /// where they stand and records unwrapped from envelopes.
     #[test]
-    fn subtree_lookups_agree_with_a_scan_of_the_record() {
+    fn lookups_from_remembered_values_agree_with_a_scan_of_the_record() {
         use crate::event::field::{FieldPath, lookup};
-        let inputs: [&[u8]; 4] = [
+        let inputs: [&[u8]; 14] = [
             include_bytes!("../../tests/fixtures/aws/cloudtrail-records.jsonl"),
+            include_bytes!("../../tests/fixtures/aws/s3-object.json"),
+            include_bytes!("../../tests/fixtures/aws/eventbridge.jsonl"),
+            include_bytes!("../../tests/fixtures/aws/lookupevents-items.jsonl"),
+            include_bytes!("../../tests/fixtures/aws/lookupevents-response.json"),
+            include_bytes!("../../tests/fixtures/aws/cloudwatch-logs.json"),
             include_bytes!("../../tests/fixtures/azure/excerpts.jsonl"),
+            include_bytes!("../../tests/fixtures/azure/eventhub-batch.json"),
+            include_bytes!("../../tests/fixtures/azure/rest.jsonl"),
+            include_bytes!("../../tests/fixtures/azure/sdk.jsonl"),
             // `identity` as a string holding JSON: read through, either way.
             include_bytes!("../../tests/fixtures/azure/eventhub-identity-as-string.json"),
             include_bytes!("../../tests/fixtures/gcp/audit.jsonl"),
+            include_bytes!("../../tests/fixtures/gcp/logging-export.jsonl"),
+            include_bytes!("../../tests/fixtures/gcp/pubsub-push.json"),
         ];
         let paths = [
             "userIdentity.type",
@@ -1290,35 +1301,53 @@ mod tests {
             "userIdentity.nope",
             "requestParameters.bucketName",
             "requestParameters",
+            "responseElements",
+            "responseElements.ConsoleLogin",
+            "additionalEventData.MFAUsed",
+            "errorCode",
+            "errorMessage",
+            "userAgent",
+            "eventType",
+            "eventSource",
+            "sourceIPAddress",
+            "readOnly",
+            "resources.ARN",
             "identity.claims.name",
             "identity.authorization.action",
             "properties.statusCode",
+            "category",
+            "resultType",
+            "caller",
+            "status.value",
+            "claims",
             "protoPayload.methodName",
             "protoPayload.authenticationInfo.principalEmail",
+            "logName",
+            "resource.labels.project_id",
+            "insertId",
             "eventName",
+            "nope",
         ];
         let paths: Vec<FieldPath> = paths.iter().map(|p| FieldPath::parse(p).unwrap()).collect();
-        let (mut checked, mut found, mut from_identity) = (0, 0, 0);
+        let (mut checked, mut found, mut absent, mut placed) = (0, 0, 0, 0);
         for input in inputs {
             Decoder::new(FormatHint::Auto, Limits::default()).decode(input, &mut |d| {
                 let Ok(event) = d.result else { return };
-                from_identity += usize::from(event.hot[1].is_some());
+                placed += usize::from(event.hot.iter().any(Option::is_some));
                 for path in &paths {
                     let fast = event.field(path).map(|v| v.raw_json().to_owned());
                     let scan = lookup(&event.raw, path).map(|v| v.raw_json().to_owned());
                     assert_eq!(fast, scan, "{path} in {}", event.raw);
                     checked += 1;
                     found += usize::from(fast.is_some());
+                    absent += usize::from(fast.is_none());
                 }
             });
         }
         assert!(
-            checked > 100 && found > 20,
-            "{checked} lookups, {found} found"
+            checked > 500 && found > 150 && absent > 150,
+            "{checked} lookups, {found} found, {absent} absent"
         );
-        assert!(
-            from_identity > 5,
-            "{from_identity} events with a caller subtree"
-        );
+        assert!(placed > 30, "{placed} events with a remembered subtree");
     }
 }
