@@ -40,6 +40,87 @@ impl LowerKey {
     }
 }
 
+/// A UTC time as RFC 3339 text, exactly as chrono's `Serialize` writes it
+/// (`2025-03-01T10:00:00Z`, fractional digits only when non-zero, in groups
+/// of three), built in a stack buffer: findings carry a time each, and the
+/// formatting machinery cost ten times as much as the digits.
+pub struct Rfc3339 {
+    buf: [u8; 30],
+    len: usize,
+}
+
+impl Rfc3339 {
+    /// `None` for what chrono writes differently: years outside 0–9999 and
+    /// leap seconds.
+    pub fn of(time: &chrono::DateTime<chrono::Utc>) -> Option<Rfc3339> {
+        use chrono::{Datelike, Timelike};
+        let (year, nanos) = (time.year(), time.nanosecond());
+        if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+            return None;
+        }
+        let mut out = Rfc3339 {
+            buf: [0; 30],
+            len: 0,
+        };
+        let mut digits = |value: u32, width: u32| {
+            for i in (0..width).rev() {
+                out.buf[out.len] = b'0' + (value / 10u32.pow(i) % 10) as u8;
+                out.len += 1;
+            }
+        };
+        digits(year as u32, 4);
+        for (separator, value) in [
+            (b'-', time.month()),
+            (b'-', time.day()),
+            (b'T', time.hour()),
+            (b':', time.minute()),
+            (b':', time.second()),
+        ] {
+            out.buf[out.len] = separator;
+            out.len += 1;
+            for i in (0..2).rev() {
+                out.buf[out.len] = b'0' + (value / 10u32.pow(i) % 10) as u8;
+                out.len += 1;
+            }
+        }
+        let fraction = match nanos {
+            0 => None,
+            n if n % 1_000_000 == 0 => Some((n / 1_000_000, 3)),
+            n if n % 1_000 == 0 => Some((n / 1_000, 6)),
+            n => Some((n, 9)),
+        };
+        if let Some((value, width)) = fraction {
+            out.buf[out.len] = b'.';
+            out.len += 1;
+            for i in (0..width).rev() {
+                out.buf[out.len] = b'0' + (value / 10u32.pow(i) % 10) as u8;
+                out.len += 1;
+            }
+        }
+        out.buf[out.len] = b'Z';
+        out.len += 1;
+        Some(out)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // ASCII digits and separators only.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+/// `serialize_with` for an optional UTC time: [`Rfc3339`] where it applies,
+/// chrono's own writer elsewhere.
+pub fn serialize_time<S: serde::Serializer>(
+    time: &Option<chrono::DateTime<chrono::Utc>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match time.as_ref().map(|t| (t, Rfc3339::of(t))) {
+        Some((_, Some(text))) => serializer.serialize_some(text.as_str()),
+        Some((t, None)) => serializer.serialize_some(t),
+        None => serializer.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +134,42 @@ mod tests {
         let long = "X".repeat(300);
         LowerKey::with(&["aws", &long], |k| assert_eq!(k.len(), 304));
         assert_eq!(&*LowerKey::owned(&["A", "B"]), "a|b");
+    }
+
+    #[test]
+    fn times_are_written_as_chrono_writes_them() {
+        use chrono::{TimeZone, Utc};
+        let mut checked = 0;
+        for (secs, nanos) in [
+            (0, 0),
+            (1_740_823_200, 0),
+            (1_740_823_200, 120_000_000),
+            (1_740_823_200, 123_456_000),
+            (1_740_823_200, 123_456_789),
+            (1_740_823_200, 1),
+            (1_740_823_200, 999_999_999),
+            (253_402_300_799, 0),
+            (-62_167_219_200, 5_000),
+        ] {
+            let time = Utc.timestamp_opt(secs, nanos).unwrap();
+            let ours = serde_json::to_string(&Some(Rfc3339::of(&time).unwrap().as_str())).unwrap();
+            assert_eq!(
+                ours,
+                serde_json::to_string(&time).unwrap(),
+                "{secs}.{nanos}"
+            );
+            checked += 1;
+        }
+        // Where chrono writes a sign or a sixth digit, it writes it.
+        let far = Utc.timestamp_opt(253_402_300_800, 0).unwrap();
+        assert!(Rfc3339::of(&far).is_none());
+        #[derive(serde::Serialize)]
+        struct T(#[serde(serialize_with = "serialize_time")] Option<chrono::DateTime<Utc>>);
+        assert_eq!(
+            serde_json::to_string(&T(Some(far))).unwrap(),
+            serde_json::to_string(&far).unwrap()
+        );
+        assert_eq!(serde_json::to_string(&T(None)).unwrap(), "null");
+        assert_eq!(checked, 9);
     }
 }

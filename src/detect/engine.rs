@@ -191,8 +191,8 @@ impl Detector {
             data_tier: tier,
             event_time: event.time,
             evidence: vec![Evidence {
-                event_id: event.event_id.to_string(),
-                source: source.to_string(),
+                event_id: event.event_id.text().into_owned(),
+                source: source.text(),
             }],
             attack: Vec::new(),
             compliance: Vec::new(),
@@ -208,7 +208,7 @@ impl Detector {
 
     fn rule_finding(&self, rule: &Rule, event: &AuditEvent<'_>, source: SourceRef<'_>) -> Finding {
         let meta = &rule.meta;
-        let event_key = event.event_id.to_string();
+        let event_key = event.event_id.text();
         let kind = match rule.origin {
             RuleOrigin::Native => FindingKind::Rule,
             RuleOrigin::Sigma => FindingKind::Sigma,
@@ -275,7 +275,7 @@ impl Detector {
         {
             return None;
         }
-        let event_key = event.event_id.to_string();
+        let event_key = event.event_id.text();
         let mut finding = self.base_finding(
             event,
             source,

@@ -101,6 +101,28 @@ pub enum SourceRef<'a> {
     Unknown,
 }
 
+impl SourceRef<'_> {
+    /// The reference as text (what `Display` writes), built without the
+    /// formatting machinery: every finding carries one.
+    pub fn text(&self) -> String {
+        let mut numbers = itoa::Buffer::new();
+        match self {
+            SourceRef::File { path, line, index } => {
+                let mut out = String::with_capacity(path.len() + 24);
+                out.push_str(path);
+                out.push(':');
+                out.push_str(numbers.format(*line));
+                if *index != 0 {
+                    out.push('#');
+                    out.push_str(numbers.format(*index));
+                }
+                out
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for SourceRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -166,7 +188,10 @@ pub struct Finding {
     pub owner_team: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_tier: Option<Tier>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::util::serialize_time"
+    )]
     pub event_time: Option<DateTime<Utc>>,
     pub evidence: Vec<Evidence>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
