@@ -390,7 +390,7 @@ fn ocsf_maps_attack_actor_evidence_and_remediation() {
     assert_eq!(doc["resources"][0]["region"], "us-east-1");
     assert_eq!(
         doc["remediation"]["desc"],
-        f.remediation.clone().expect("remediation")
+        *f.remediation.clone().expect("remediation")
     );
     assert_eq!(
         strings(&doc["remediation"]["references"]),

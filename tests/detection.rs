@@ -202,7 +202,7 @@ fn a_service_outside_a_compliance_boundary_is_a_finding() {
         .collect();
     assert_eq!(boundary.len(), 1, "{findings:#?}");
     assert!(boundary[0].title.contains("cardholder-data-environment"));
-    assert_eq!(boundary[0].compliance, vec!["PCI DSS 4.0".to_owned()]);
+    assert_eq!(*boundary[0].compliance, ["PCI DSS 4.0".to_owned()]);
     assert!(
         detect(&d, &event("y"))
             .iter()

@@ -146,10 +146,12 @@ impl Route {
                     .is_some_and(|t| self.teams.iter().any(|x| x == t)))
             && (self.clouds.is_empty() || self.clouds.contains(&f.cloud))
             && self.rules.as_ref().is_none_or(|g| g.is_match(&f.rule_id))
-            && self
-                .tags
-                .as_ref()
-                .is_none_or(|g| f.attack.iter().chain(&f.compliance).any(|t| g.is_match(t)))
+            && self.tags.as_ref().is_none_or(|g| {
+                f.attack
+                    .iter()
+                    .chain(f.compliance.iter())
+                    .any(|t| g.is_match(t))
+            })
     }
 }
 

@@ -194,10 +194,10 @@ impl Detector {
                 event_id: event.event_id.text().into_owned(),
                 source: source.text(),
             }],
-            attack: Vec::new(),
-            compliance: Vec::new(),
+            attack: Arc::default(),
+            compliance: Arc::default(),
             remediation: None,
-            references: Vec::new(),
+            references: Arc::default(),
             approved_paths: Vec::new(),
             detail: None,
             author: None,
@@ -339,10 +339,13 @@ impl Detector {
             },
         );
         finding.severity = Severity::Low;
-        finding.remediation = Some(format!(
-            "Add `{}` to the responsibility matrix with its service model and the owner of each control domain.",
-            event.service
-        ));
+        finding.remediation = Some(
+            format!(
+                "Add `{}` to the responsibility matrix with its service model and the owner of each control domain.",
+                event.service
+            )
+            .into(),
+        );
         Some(finding)
     }
 
@@ -377,7 +380,7 @@ impl Detector {
                     id: finding_id(&["seamwatch.compliance_boundary", &boundary.name, &service]),
                 },
             );
-            finding.compliance = boundary.frameworks.clone();
+            finding.compliance = boundary.frameworks.clone().into();
             finding.detail = Some(format!(
                 "frameworks in force: {}; using a service outside the authorization shifts its controls back to the customer",
                 boundary.frameworks.join(", ")

@@ -3,6 +3,7 @@
 //! tier) an analyst needs to act on it.
 
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -194,14 +195,14 @@ pub struct Finding {
     )]
     pub event_time: Option<DateTime<Utc>>,
     pub evidence: Vec<Evidence>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attack: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub compliance: Vec<String>,
+    #[serde(default, skip_serializing_if = "<[String]>::is_empty")]
+    pub attack: Arc<[String]>,
+    #[serde(default, skip_serializing_if = "<[String]>::is_empty")]
+    pub compliance: Arc<[String]>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub remediation: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub references: Vec<String>,
+    pub remediation: Option<Arc<str>>,
+    #[serde(default, skip_serializing_if = "<[String]>::is_empty")]
+    pub references: Arc<[String]>,
     /// For out-of-band changes: the change paths that would have been approved.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approved_paths: Vec<String>,
@@ -210,7 +211,7 @@ pub struct Finding {
     pub detail: Option<String>,
     /// Sigma rule authors, kept as the Detection Rule License asks.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub author: Option<String>,
+    pub author: Option<Arc<str>>,
     /// For correlation findings: the group, the window and the event count.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub correlation: Option<CorrelationDetail>,
@@ -241,7 +242,9 @@ pub fn finding_id(parts: &[&str]) -> String {
         hasher.update(part.as_bytes());
         hasher.update(&[0]);
     }
-    format!("{:032x}", hasher.digest128())
+    // The digest's hex, as `{:032x}` writes it, without the formatting
+    // machinery (every finding has an id).
+    hex::encode(hasher.digest128().to_be_bytes())
 }
 
 impl FindingPrincipal {
@@ -276,5 +279,12 @@ mod tests {
         assert_eq!(finding_id(&["r", "e"]), finding_id(&["r", "e"]));
         assert_ne!(finding_id(&["r", "e"]), finding_id(&["re", ""]));
         assert_eq!(finding_id(&["r"]).len(), 32);
+        // The same text as the formatted digest (ids must not change).
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        hasher.update(b"r\0e\0");
+        assert_eq!(
+            finding_id(&["r", "e"]),
+            format!("{:032x}", hasher.digest128())
+        );
     }
 }

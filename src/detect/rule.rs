@@ -23,6 +23,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -219,12 +220,13 @@ pub struct RuleMeta {
     pub description: String,
     pub severity: Severity,
     pub domain: Option<Domain>,
-    pub attack: Vec<String>,
-    pub compliance: Vec<String>,
-    pub remediation: Option<String>,
-    pub references: Vec<String>,
+    // Shared with every finding of the rule (a count, not a copy, each).
+    pub attack: Arc<[String]>,
+    pub compliance: Arc<[String]>,
+    pub remediation: Option<Arc<str>>,
+    pub references: Arc<[String]>,
     pub tags: Vec<String>,
-    pub author: Option<String>,
+    pub author: Option<Arc<str>>,
     /// Sigma's `name` attribute, by which correlation rules may refer to a rule.
     pub name: Option<String>,
     /// Rules whose open alerts a finding of this rule closes (logging
@@ -328,10 +330,10 @@ fn compile_rule(raw: RawRule, path: &Path) -> Result<Rule, String> {
             description: raw.description,
             severity: raw.severity,
             domain: Some(raw.domain),
-            attack: raw.attack,
-            compliance: raw.compliance,
-            remediation: raw.remediation,
-            references: raw.references,
+            attack: raw.attack.into(),
+            compliance: raw.compliance.into(),
+            remediation: raw.remediation.map(Into::into),
+            references: raw.references.into(),
             tags: raw.tags,
             author: None,
             name: None,
