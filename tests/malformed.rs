@@ -59,6 +59,8 @@ fn each_kind_of_bad_input_gets_its_reason() {
         ("userIdentity is a string", GOOD_CT.replace(r#"{"type":"IAMUser","arn":"arn:aws:iam::1:user/a"}"#, r#""root""#).into_bytes(), WrongType),
         ("eventTime is a number", GOOD_CT.replace(r#""2024-07-31T13:06:24Z""#, "1722431184").into_bytes(), WrongType),
         ("userIdentity.userName is a number", GOOD_CT.replace(r#""arn":"arn:aws:iam::1:user/a""#, r#""userName":5"#).into_bytes(), WrongType),
+        ("userIdentity holds a bare word", GOOD_CT.replace(r#""type":"IAMUser""#, r#""type":IAMUser"#).into_bytes(), Syntax),
+        ("record cut inside userIdentity", GOOD_CT[..GOOD_CT.find("arn:aws").unwrap()].into(), Truncated),
         ("protoPayload is an array", br#"{"protoPayload":[1,2],"insertId":"x"}"#.to_vec(), WrongType),
         ("eventName missing", br#"{"eventVersion":"1.08","eventSource":"s3.amazonaws.com"}"#.to_vec(), MissingField),
         ("eventSource missing", br#"{"eventVersion":"1.08","eventName":"PutObject"}"#.to_vec(), MissingField),

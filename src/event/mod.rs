@@ -394,9 +394,10 @@ pub struct AuditEvent<'a> {
     #[serde(skip)]
     pub raw: Str<'a>,
     /// Where the subtrees most rule paths start from sit in `raw`: the
-    /// request (`requestParameters`, `properties`, `protoPayload`) and the
-    /// caller (`userIdentity`, Azure's `identity`), so lookups under them
-    /// skip the scan of the rest of the record.
+    /// request (`requestParameters`, `properties`, `protoPayload`) and
+    /// Azure's caller (`identity`), so lookups under them skip the scan of
+    /// the rest of the record. (CloudTrail's `userIdentity` is second in its
+    /// record: found at once.)
     #[serde(skip)]
     pub(crate) hot: [Option<HotSubtree>; 2],
 }
