@@ -149,3 +149,24 @@ fn fieldref_compares_two_fields() {
     assert_eq!(matched(&set, &event("bob")).len(), 1);
     assert!(matched(&set, &event("alice")).is_empty());
 }
+
+/// Sigma's `errorCode` is CloudTrail's own field: a failed console sign-in
+/// logs none (the failure is in `responseElements`), so `errorCode: null`
+/// holds for it, as in any other Sigma engine.
+#[test]
+fn error_code_is_the_record_s_own_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.yml"),
+        "title: t\nid: 7f1b7a3e-0000-4000-8000-00000000000a\nlogsource:\n    product: aws\n    service: cloudtrail\ndetection:\n    selection:\n        eventName: ConsoleLogin\n        errorCode: null\n    condition: selection\nlevel: low\n",
+    )
+    .unwrap();
+    let set = RuleSet::new(load_path(dir.path()).unwrap().rules);
+    let login = |extra: &str| {
+        format!(
+            r#"{{"eventVersion":"1.08","eventTime":"2024-01-01T00:00:00Z","eventSource":"signin.amazonaws.com","eventName":"ConsoleLogin","eventID":"e","userIdentity":{{"type":"IAMUser","userName":"alice"}},"responseElements":{{"ConsoleLogin":"Failure"}},"errorMessage":"Failed authentication"{extra}}}"#
+        )
+    };
+    assert_eq!(matched(&set, &login("")).len(), 1);
+    assert!(matched(&set, &login(r#","errorCode":"AccessDenied""#)).is_empty());
+}

@@ -279,7 +279,9 @@ impl Source {
             Source::CloudTrail => match name {
                 "eventSource" => event(EventField::Service),
                 "eventName" => event(EventField::Operation),
-                "errorCode" => event(EventField::ErrorCode),
+                // Read from the record: the event's error code is also set
+                // for a failed console sign-in, which logs none.
+                "errorCode" => native("errorCode"),
                 "userAgent" => event(EventField::UserAgent),
                 "sourceIPAddress" => event(EventField::SourceIp),
                 "awsRegion" => event(EventField::Region),
@@ -829,8 +831,8 @@ mod tests {
 
     /// CloudTrail fields read from the normalized event give what the
     /// native path gives, on every record: the mapping saves a scan, it must
-    /// not change a match. (`errorCode` is left out on purpose: a failed
-    /// console sign-in has none, and the event gives its error message.)
+    /// not change a match. (`errorCode` is read from the record: a failed
+    /// console sign-in logs none, and the event gives its error message.)
     #[test]
     fn cloudtrail_fields_read_from_the_event_agree_with_their_native_paths() {
         let names = [
@@ -871,6 +873,13 @@ mod tests {
             }
         }
         assert_eq!(mapped, names.len(), "every name is read from the event");
+        assert!(
+            matches!(
+                Source::CloudTrail.map_field("errorCode"),
+                Ok(FieldSource::Native(_))
+            ),
+            "errorCode is read from the record"
+        );
         assert!(
             compared > 50 && found > 30,
             "{compared} compared, {found} found"
