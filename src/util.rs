@@ -62,13 +62,7 @@ impl Rfc3339 {
             buf: [0; 30],
             len: 0,
         };
-        let mut digits = |value: u32, width: u32| {
-            for i in (0..width).rev() {
-                out.buf[out.len] = b'0' + (value / 10u32.pow(i) % 10) as u8;
-                out.len += 1;
-            }
-        };
-        digits(year as u32, 4);
+        out.digits(year as u32, 4);
         for (separator, value) in [
             (b'-', time.month()),
             (b'-', time.day()),
@@ -76,12 +70,8 @@ impl Rfc3339 {
             (b':', time.minute()),
             (b':', time.second()),
         ] {
-            out.buf[out.len] = separator;
-            out.len += 1;
-            for i in (0..2).rev() {
-                out.buf[out.len] = b'0' + (value / 10u32.pow(i) % 10) as u8;
-                out.len += 1;
-            }
+            out.push(separator);
+            out.digits(value, 2);
         }
         let fraction = match nanos {
             0 => None,
@@ -90,16 +80,23 @@ impl Rfc3339 {
             n => Some((n, 9)),
         };
         if let Some((value, width)) = fraction {
-            out.buf[out.len] = b'.';
-            out.len += 1;
-            for i in (0..width).rev() {
-                out.buf[out.len] = b'0' + (value / 10u32.pow(i) % 10) as u8;
-                out.len += 1;
-            }
+            out.push(b'.');
+            out.digits(value, width);
         }
-        out.buf[out.len] = b'Z';
-        out.len += 1;
+        out.push(b'Z');
         Some(out)
+    }
+
+    fn push(&mut self, byte: u8) {
+        self.buf[self.len] = byte;
+        self.len += 1;
+    }
+
+    /// `value` in `width` digits, zero-padded.
+    fn digits(&mut self, value: u32, width: u32) {
+        for i in (0..width).rev() {
+            self.push(b'0' + (value / 10u32.pow(i) % 10) as u8);
+        }
     }
 
     pub fn as_str(&self) -> &str {

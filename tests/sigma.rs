@@ -16,6 +16,13 @@ fn fixture_rules() -> RuleSet {
     RuleSet::new(report.rules)
 }
 
+/// One Sigma rule, written to a folder and loaded as the loader loads it.
+fn one_rule(yaml: &str) -> RuleSet {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("r.yml"), yaml).unwrap();
+    RuleSet::new(load_path(dir.path()).unwrap().rules)
+}
+
 fn matched(set: &RuleSet, json: &str) -> Vec<String> {
     let event = Decoder::default()
         .decode_owned(json.as_bytes())
@@ -134,13 +141,9 @@ fn at_least_90_percent_of_the_sigmahq_cloud_rules_load() {
 
 #[test]
 fn fieldref_compares_two_fields() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("r.yml"),
+    let set = one_rule(
         "title: t\nid: 7f1b7a3e-0000-4000-8000-000000000009\nlogsource:\n    product: aws\n    service: cloudtrail\ndetection:\n    selection:\n        eventName: UpdateLoginProfile\n    filter_self:\n        userIdentity.userName|fieldref: requestParameters.userName\n    condition: selection and not filter_self\nlevel: high\n",
-    )
-    .unwrap();
-    let set = RuleSet::new(load_path(dir.path()).unwrap().rules);
+    );
     let event = |target: &str| {
         format!(
             r#"{{"eventVersion":"1.08","eventTime":"2024-01-01T00:00:00Z","eventSource":"iam.amazonaws.com","eventName":"UpdateLoginProfile","eventID":"e","userIdentity":{{"type":"IAMUser","userName":"alice"}},"requestParameters":{{"userName":"{target}"}}}}"#
@@ -155,13 +158,9 @@ fn fieldref_compares_two_fields() {
 /// holds for it, as in any other Sigma engine.
 #[test]
 fn error_code_is_the_record_s_own_field() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("r.yml"),
+    let set = one_rule(
         "title: t\nid: 7f1b7a3e-0000-4000-8000-00000000000a\nlogsource:\n    product: aws\n    service: cloudtrail\ndetection:\n    selection:\n        eventName: ConsoleLogin\n        errorCode: null\n    condition: selection\nlevel: low\n",
-    )
-    .unwrap();
-    let set = RuleSet::new(load_path(dir.path()).unwrap().rules);
+    );
     let login = |extra: &str| {
         format!(
             r#"{{"eventVersion":"1.08","eventTime":"2024-01-01T00:00:00Z","eventSource":"signin.amazonaws.com","eventName":"ConsoleLogin","eventID":"e","userIdentity":{{"type":"IAMUser","userName":"alice"}},"responseElements":{{"ConsoleLogin":"Failure"}},"errorMessage":"Failed authentication"{extra}}}"#

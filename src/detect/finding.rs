@@ -274,6 +274,37 @@ mod tests {
         assert_eq!(Severity::High.for_tier(None), Severity::High);
     }
 
+    /// The fast text of a source reference is what `Display` writes.
+    #[test]
+    fn source_text_is_what_display_writes() {
+        let refs = [
+            SourceRef::File {
+                path: "AWSLogs/1/x.json.gz",
+                line: 0,
+                index: 0,
+            },
+            SourceRef::File {
+                path: "export.jsonl",
+                line: 123_456,
+                index: 0,
+            },
+            SourceRef::File {
+                path: "s3.json",
+                line: 7,
+                index: 42,
+            },
+            SourceRef::Kafka {
+                topic: "cloudtrail",
+                partition: 3,
+                offset: 99,
+            },
+            SourceRef::Unknown,
+        ];
+        for r in refs {
+            assert_eq!(r.text(), r.to_string());
+        }
+    }
+
     #[test]
     fn finding_ids_are_stable_and_distinct() {
         assert_eq!(finding_id(&["r", "e"]), finding_id(&["r", "e"]));
