@@ -380,3 +380,33 @@ fn whole_len(lines: &[&DemoRecord]) -> usize {
         })
         .sum()
 }
+
+#[test]
+fn a_file_gone_before_it_is_read_stops_the_replay_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = demo_records(&[], 200);
+    let ordered: Vec<&DemoRecord> = records.iter().collect();
+    let paths = write_exports(dir.path(), &ordered);
+    let filter = Filter::default();
+    let plan = plan(&paths, &filter);
+    // Planned, then gone: the decoding threads cannot read it.
+    std::fs::remove_file(&paths[1]).unwrap();
+    let store = Store::default();
+    for threads in [1, 2, 4] {
+        let options = ReadOptions::new(Decoder::default(), &filter, threads, &store);
+        let mut reached = 0;
+        let err = read_ordered(
+            &plan,
+            &options,
+            |_| (),
+            |_, ()| reached += 1,
+            |_, _| {},
+            |_| {},
+        )
+        .expect_err("a missing file is an error");
+        assert_eq!(err.path, paths[1], "{threads} threads");
+        assert_eq!(err.source.kind(), std::io::ErrorKind::NotFound);
+        // Nothing of a round that failed reaches the sink.
+        assert_eq!(reached, 0, "{threads} threads");
+    }
+}

@@ -34,7 +34,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 
 pub use layout::{ArchiveFile, Layout, classify, classify_prefix};
-pub use source::{AwsOptions, Piece, Pieces, SourceError, Store};
+pub use source::{AwsOptions, Piece, Pieces, SourceError, Store, Text};
 
 use crate::analyze::Analyzer;
 use crate::correlate::Stream;
@@ -133,7 +133,7 @@ self_cell::self_cell!(
     /// A file's decompressed bytes and the events decoded from them, which
     /// borrow those bytes: nothing is copied out of the file.
     struct FileEvents {
-        owner: Vec<u8>,
+        owner: Text,
         // SmallVec makes events invariant over their lifetime.
         #[not_covariant]
         dependent: Events,
@@ -250,14 +250,15 @@ pub fn read_ordered<T: Send>(
     // One round decoded ahead of the one being consumed.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Bucket<T>, ReadError>>(1);
     std::thread::scope(|outer| {
-        let prepare = &prepare;
+        let decoders = Decoders::start(outer, plan, options, &prepare);
         outer.spawn(move || {
             for ((key, files), cutoff) in buckets.iter().zip(&cutoffs) {
-                let result = read_bucket(plan, options, *key, files, *cutoff, prepare, &tx);
+                let result = read_bucket(plan, options, *key, files, *cutoff, &decoders, &tx);
                 if result.is_err() {
                     return;
                 }
             }
+            // Dropping `decoders` here ends the decoding threads.
         });
         // Rounds whose events are still to reach the sink, by number.
         let mut live: BTreeMap<u32, Bucket<T>> = BTreeMap::new();
@@ -378,7 +379,7 @@ fn read_bucket<T: Send>(
     key: i64,
     files: &[usize],
     next_bucket: Option<DateTime<Utc>>,
-    prepare: &(impl Fn(&ReplayEvent<'_>) -> T + Sync),
+    decoders: &Decoders<T>,
     tx: &std::sync::mpsc::SyncSender<Result<Bucket<T>, ReadError>>,
 ) -> Result<(), ()> {
     let threads = options.threads.max(1);
@@ -436,7 +437,7 @@ fn read_bucket<T: Send>(
                 next_bucket,
             }
         };
-        let result = decode_round(plan, options, std::mem::take(&mut work), hold, prepare);
+        let result = decoders.round(std::mem::take(&mut work), hold);
         let failed = result.is_err();
         if tx.send(result).is_err() || failed {
             return Err(());
@@ -587,7 +588,7 @@ impl<T> Bucket<T> {
 /// did not parse.
 fn decode_file<T>(
     work: Work,
-    bytes: Vec<u8>,
+    bytes: Text,
     decoder: &Decoder,
     filter: &Filter,
     prepare: &(impl Fn(&ReplayEvent<'_>) -> T + Sync),
@@ -609,7 +610,7 @@ fn decode_file<T>(
     // to the decoder as it is, which reports why.
     let text = match first_line {
         Some(_) => bytes,
-        None => decoder.inflate_gzip(&bytes).unwrap_or(bytes),
+        None => decoder.inflate_gzip(&bytes).map_or(bytes, Text::new),
     };
     let (mut stats, mut filtered) = (DecodeStats::default(), 0u64);
     let mut latest: Option<DateTime<Utc>> = None;
@@ -674,78 +675,141 @@ fn decode_file<T>(
     }
 }
 
-/// Decodes a round's files and pieces on the reading threads.
-fn decode_round<T: Send>(
-    plan: &Plan,
-    options: &ReadOptions<'_>,
-    work: Vec<Work>,
-    hold: Hold,
-    prepare: &(impl Fn(&ReplayEvent<'_>) -> T + Sync),
-) -> Result<Bucket<T>, ReadError> {
-    let (store, decoder, filter) = (options.store, &options.decoder, options.filter);
-    let count = work.len();
-    let queue: Mutex<std::collections::VecDeque<(usize, Work)>> =
-        Mutex::new(work.into_iter().enumerate().collect());
-    let results: Mutex<Vec<(usize, DecodedFile<T>)>> = Mutex::new(Vec::new());
-    let failure: Mutex<Option<ReadError>> = Mutex::new(None);
-    let errors: Mutex<Vec<(usize, usize, ErrorReason)>> = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..options.threads.max(1).min(count) {
-            scope.spawn(|| {
-                let mut bad = Vec::new();
+/// What a decoding thread hands back for one task: its number in the
+/// round, the decoded file or why it could not be read, and its records
+/// that did not parse.
+type Done<T> = (usize, Decoding<T>);
+
+/// A decoded file or why it could not be read, and its records that did
+/// not parse.
+type Decoding<T> = (Result<DecodedFile<T>, ReadError>, Vec<(usize, ErrorReason)>);
+
+/// The decoding threads, started once for the whole replay (not once per
+/// round: a thread's start-up and its fresh allocator heap cost more than
+/// a round of small files). A round's tasks go out on `work`; their results
+/// come back on `done`.
+struct Decoders<T> {
+    work: std::sync::mpsc::Sender<(usize, Work)>,
+    done: std::sync::mpsc::Receiver<Done<T>>,
+}
+
+impl<T: Send> Decoders<T> {
+    fn start<'scope, 'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        plan: &'env Plan,
+        options: &'env ReadOptions<'env>,
+        prepare: &'env (impl Fn(&ReplayEvent<'_>) -> T + Sync),
+    ) -> Decoders<T>
+    where
+        T: 'scope,
+    {
+        let (work, tasks) = std::sync::mpsc::channel::<(usize, Work)>();
+        let (finished, done) = std::sync::mpsc::channel::<Done<T>>();
+        let tasks = std::sync::Arc::new(Mutex::new(tasks));
+        for _ in 0..options.threads.max(1) {
+            let (tasks, finished) = (std::sync::Arc::clone(&tasks), finished.clone());
+            scope.spawn(move || {
                 loop {
-                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
-                    let Some((k, mut work)) = next else { break };
-                    let (i, bytes) = match &mut work {
-                        Work::Whole(i) => (*i, store.read(&plan.files[*i].path)),
-                        Work::Piece { file, piece, .. } => {
-                            (*file, Ok(std::mem::take(&mut piece.text)))
+                    let next = tasks.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((k, work)) = next else { break };
+                    let path = match &work {
+                        Work::Whole(i) => plan.files[*i].path.clone(),
+                        Work::Piece { file, .. } => plan.files[*file].path.clone(),
+                    };
+                    let task = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        decode_task(plan, options, work, prepare)
+                    }));
+                    match task {
+                        Ok(decoding) => {
+                            if finished.send((k, decoding)).is_err() {
+                                break;
+                            }
                         }
-                    };
-                    let file = &plan.files[i];
-                    let bytes = match bytes {
-                        Ok(b) => b,
-                        Err(source) => {
-                            let mut slot = failure.lock().unwrap_or_else(|e| e.into_inner());
-                            slot.get_or_insert(ReadError {
-                                path: file.path.clone(),
-                                source,
-                            });
-                            break;
+                        Err(panic) => {
+                            // The round learns it failed rather than waiting
+                            // for this task; the panic then ends the scope.
+                            let source = std::io::Error::other("decoding thread panicked");
+                            let failed = Err(ReadError { path, source });
+                            let _ = finished.send((k, (failed, Vec::new())));
+                            std::panic::resume_unwind(panic);
                         }
-                    };
-                    let decoder = Decoder {
-                        hint: if decoder.hint == crate::event::FormatHint::Auto {
-                            file.hint()
-                        } else {
-                            decoder.hint
-                        },
-                        ..*decoder
-                    };
-                    let mut found = Vec::new();
-                    let decoded = decode_file(work, bytes, &decoder, filter, prepare, &mut found);
-                    bad.extend(found.into_iter().map(|(i, reason)| (k, i, reason)));
-                    results
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((k, decoded));
+                    }
                 }
-                errors.lock().unwrap_or_else(|e| e.into_inner()).extend(bad);
             });
         }
-    });
-    if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        return Err(e);
+        Decoders { work, done }
     }
-    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    // Plan order, so that ties break the same way on every run.
-    results.sort_by_key(|r| r.0);
-    let mut errors = errors.into_inner().unwrap_or_else(|e| e.into_inner());
-    // Work order (plan order, pieces in file order), then record order.
-    errors.sort_by_key(|e| e.0);
-    Ok(Bucket {
-        files: results.into_iter().map(|(_, f)| f).collect(),
-        errors: errors.into_iter().map(|(_, i, r)| (i, r)).collect(),
-        hold,
-    })
+
+    /// Decodes a round's files and pieces on the decoding threads.
+    fn round(&self, work: Vec<Work>, hold: Hold) -> Result<Bucket<T>, ReadError> {
+        let count = work.len();
+        for task in work.into_iter().enumerate() {
+            self.work.send(task).map_err(|_| gone())?;
+        }
+        let mut results = Vec::with_capacity(count);
+        let mut errors = Vec::new();
+        let mut failure: Option<(usize, ReadError)> = None;
+        for _ in 0..count {
+            let (k, (result, bad)) = self.done.recv().map_err(|_| gone())?;
+            match result {
+                Ok(decoded) => results.push((k, decoded)),
+                // The first failed task of the round, in plan order.
+                Err(e) if failure.as_ref().is_none_or(|(f, _)| k < *f) => failure = Some((k, e)),
+                Err(_) => {}
+            }
+            errors.extend(bad.into_iter().map(|(i, reason)| (k, i, reason)));
+        }
+        if let Some((_, e)) = failure {
+            return Err(e);
+        }
+        // Plan order, so that ties break the same way on every run.
+        results.sort_by_key(|r| r.0);
+        // Work order (plan order, pieces in file order), then record order.
+        errors.sort_by_key(|e| e.0);
+        Ok(Bucket {
+            files: results.into_iter().map(|(_, f)| f).collect(),
+            errors: errors.into_iter().map(|(_, i, r)| (i, r)).collect(),
+            hold,
+        })
+    }
+}
+
+/// The decoding threads went away (one panicked).
+fn gone() -> ReadError {
+    ReadError {
+        path: PathBuf::new(),
+        source: std::io::Error::other("the decoding threads stopped"),
+    }
+}
+
+/// Reads (a whole file) and decodes one task of a round.
+fn decode_task<T>(
+    plan: &Plan,
+    options: &ReadOptions<'_>,
+    mut work: Work,
+    prepare: &(impl Fn(&ReplayEvent<'_>) -> T + Sync),
+) -> Decoding<T> {
+    let (i, bytes) = match &mut work {
+        Work::Whole(i) => (*i, options.store.read(&plan.files[*i].path).map(Text::new)),
+        Work::Piece { file, piece, .. } => (*file, Ok(std::mem::take(&mut piece.text))),
+    };
+    let file = &plan.files[i];
+    let bytes = match bytes {
+        Ok(b) => b,
+        Err(source) => {
+            let path = file.path.clone();
+            return (Err(ReadError { path, source }), Vec::new());
+        }
+    };
+    let decoder = Decoder {
+        hint: if options.decoder.hint == crate::event::FormatHint::Auto {
+            file.hint()
+        } else {
+            options.decoder.hint
+        },
+        ..options.decoder
+    };
+    let mut bad = Vec::new();
+    let decoded = decode_file(work, bytes, &decoder, options.filter, prepare, &mut bad);
+    (Ok(decoded), bad)
 }
