@@ -684,10 +684,10 @@ type Done<T> = (usize, Decoding<T>);
 /// not parse.
 type Decoding<T> = (Result<DecodedFile<T>, ReadError>, Vec<(usize, ErrorReason)>);
 
-/// The decoding threads, started once for the whole replay (not once per
-/// round: a thread's start-up and its fresh allocator heap cost more than
-/// a round of small files). A round's tasks go out on `work`; their results
-/// come back on `done`.
+/// The decoding threads, started once for the whole replay rather than
+/// once per round (a hundred starts, each with a fresh allocator heap, on
+/// a 200 MB export). A round's tasks go out on `work`; their results come
+/// back on `done`.
 struct Decoders<T> {
     work: std::sync::mpsc::Sender<(usize, Work)>,
     done: std::sync::mpsc::Receiver<Done<T>>,
