@@ -31,8 +31,11 @@ impl LowerKey {
             }
             let bytes = part.as_bytes();
             let dest = buf.get_mut(len..len + bytes.len())?;
-            dest.copy_from_slice(bytes);
-            dest.make_ascii_lowercase();
+            // One pass that lowers as it copies: keys are a few dozen
+            // bytes, too short for a copy call and a second pass to pay.
+            for (d, b) in dest.iter_mut().zip(bytes) {
+                *d = b.to_ascii_lowercase();
+            }
             len += bytes.len();
         }
         // Lower-casing ASCII bytes keeps UTF-8 valid.
