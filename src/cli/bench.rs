@@ -152,6 +152,9 @@ struct Acks {
     acked: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
     remember: bool,
+    /// Produce → acknowledgement, in ms, of every remembered record: the
+    /// broker's share of the latency.
+    ack_ms: Arc<std::sync::Mutex<Vec<u32>>>,
 }
 
 impl ClientContext for Acks {}
@@ -164,6 +167,9 @@ impl ProducerContext for Acks {
                 self.acked.fetch_add(1, Ordering::Relaxed);
                 if self.remember {
                     let ts = m.timestamp().to_millis().unwrap_or_else(now_ms);
+                    if let Ok(mut a) = self.ack_ms.lock() {
+                        a.push((now_ms() - ts).clamp(0, i64::from(u32::MAX)) as u32);
+                    }
                     self.times.insert(
                         format!("kafka:{}/{}@{}", m.topic(), m.partition(), m.offset()),
                         ts,
@@ -582,6 +588,13 @@ struct LatencyRun {
     inside_p50_ms: f64,
     inside_p99_ms: f64,
     inside_p999_ms: f64,
+    /// Produce → broker acknowledgement: the broker's share.
+    ack_p50_ms: f64,
+    ack_p99_ms: f64,
+    /// Kafka append → finding durable (the pipeline's own histogram): the
+    /// broker's share, the fetch, and the pipeline.
+    append_p50_ms: f64,
+    append_p99_ms: f64,
     /// Cores in use while records were produced: the pipeline, the broker,
     /// and this process (generator, producer, webhook receiver).
     pipeline_cores: f64,
@@ -744,18 +757,27 @@ fn latency(
             .await
             && let Ok(text) = r.text().await
         {
-            let quantile = |q: &str| {
+            let quantile = |metric: &str, q: &str| {
                 text.lines()
                     .find(|l| {
-                        l.starts_with("seamwatch_consumed_to_outbox_ms{")
+                        l.starts_with(metric)
+                            && l[metric.len()..].starts_with('{')
                             && l.contains(&format!("quantile=\"{q}\""))
                     })
                     .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                     .unwrap_or(f64::NAN)
             };
-            return (quantile("0.5"), quantile("0.99"), quantile("0.999"));
+            let inside = "seamwatch_consumed_to_outbox_ms";
+            let append = "seamwatch_append_to_finding_ms";
+            return [
+                quantile(inside, "0.5"),
+                quantile(inside, "0.99"),
+                quantile(inside, "0.999"),
+                quantile(append, "0.5"),
+                quantile(append, "0.99"),
+            ];
         }
-        (f64::NAN, f64::NAN, f64::NAN)
+        [f64::NAN; 5]
     });
     pipeline.stop();
     task.abort();
@@ -778,6 +800,22 @@ fn latency(
             None => unmatched += 1,
         }
     }
+    let mut acked = Histogram::<u64>::new_with_bounds(1, 600_000, 3)?;
+    for &ms in acks
+        .ack_ms
+        .lock()
+        .map_err(|_| anyhow::anyhow!("ack lock"))?
+        .iter()
+    {
+        let _ = acked.record(u64::from(ms).max(1));
+    }
+    let ack = |q: f64| {
+        if acked.is_empty() {
+            f64::NAN
+        } else {
+            acked.value_at_quantile(q) as f64
+        }
+    };
     // No finding timed: no percentiles (not zeros).
     let ms = |q: f64| {
         if h.is_empty() {
@@ -794,9 +832,13 @@ fn latency(
         p999_ms: ms(0.999),
         max_ms: ms(1.0),
         achieved_rate,
-        inside_p50_ms: inside.0,
-        inside_p99_ms: inside.1,
-        inside_p999_ms: inside.2,
+        inside_p50_ms: inside[0],
+        inside_p99_ms: inside[1],
+        inside_p999_ms: inside[2],
+        ack_p50_ms: ack(0.5),
+        ack_p99_ms: ack(0.99),
+        append_p50_ms: inside[3],
+        append_p99_ms: inside[4],
         pipeline_cores: cores.0,
         broker_cores: cores.1,
         bench_cores: cores.2,
@@ -982,11 +1024,23 @@ pub fn run(args: BenchArgs, _config: &Config) -> anyhow::Result<ExitCode> {
                 .map(|i| latency(&args, rate, &rt, &work, i))
                 .collect::<anyhow::Result<_>>()?;
             let label = format!("{rate:.0} events/s");
-            let rows: [LatencyRow; 13] = [
+            let rows: [LatencyRow; 17] = [
                 ("Kafka → webhook p50", |r| r.p50_ms, "ms"),
                 ("Kafka → webhook p99", |r| r.p99_ms, "ms"),
                 ("Kafka → webhook p99.9", |r| r.p999_ms, "ms"),
                 ("Kafka → webhook max", |r| r.max_ms, "ms"),
+                ("produce → broker ack p50", |r| r.ack_p50_ms, "ms"),
+                ("produce → broker ack p99", |r| r.ack_p99_ms, "ms"),
+                (
+                    "Kafka append → finding in outbox p50",
+                    |r| r.append_p50_ms,
+                    "ms",
+                ),
+                (
+                    "Kafka append → finding in outbox p99",
+                    |r| r.append_p99_ms,
+                    "ms",
+                ),
                 (
                     "inside seamwatch (consumed → outbox) p50",
                     |r| r.inside_p50_ms,
