@@ -330,6 +330,19 @@ impl Decoder {
         }
     }
 
+    /// [`Decoder::decode_lines`] for text already known to be UTF-8 (a
+    /// caller that checked it for its own use need not pay twice).
+    pub fn decode_str_lines<F>(&self, text: &str, first_line: u64, sink: &mut F)
+    where
+        F: FnMut(Decoded<'_>),
+    {
+        let mut ctx = Ctx {
+            decoder: self,
+            sink,
+        };
+        ctx.json_lines(text, first_line);
+    }
+
     /// Decodes a payload and returns its events detached from it, with the
     /// errors' reasons; convenient for tests and small inputs.
     pub fn decode_owned(
@@ -1208,6 +1221,12 @@ mod tests {
             decode(&bad),
             vec![(41, None), (42, Some(ErrorReason::InvalidUtf8)), (43, None)]
         );
+        // Text known to be UTF-8 decodes the same without the check.
+        let mut from_str = Vec::new();
+        decoder.decode_str_lines(&text, 41, &mut |d: Decoded<'_>| {
+            from_str.push((d.location.line, d.result.err().map(|e| e.reason)));
+        });
+        assert_eq!(from_str, decode(text.as_bytes()));
     }
 
     #[test]

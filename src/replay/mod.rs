@@ -623,7 +623,8 @@ fn decode_file<T>(
         let mut events = Vec::with_capacity(lines.max(text.len() / 400));
         // Events borrow the text where they can (all of it, when the file
         // is valid UTF-8: the common case).
-        let base = simdutf8::basic::from_utf8(text).unwrap_or("");
+        let valid = simdutf8::basic::from_utf8(text).ok();
+        let base = valid.unwrap_or("");
         let mut each = |d: Decoded<'_>| {
             stats.record(&d);
             match d.result {
@@ -640,9 +641,10 @@ fn decode_file<T>(
                 Err(e) => errors.push((index, e.reason)),
             }
         };
-        match first_line {
-            Some(line) => decoder.decode_lines(text, line, &mut each),
-            None => decoder.decode(text, &mut each),
+        match (first_line, valid) {
+            (Some(line), Some(text)) => decoder.decode_str_lines(text, line, &mut each),
+            (Some(line), None) => decoder.decode_lines(text, line, &mut each),
+            (None, _) => decoder.decode(text, &mut each),
         }
         // A gzip stream that broke off: what inflated before is kept, and
         // the break is a rejected record of its own.
