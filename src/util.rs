@@ -38,8 +38,10 @@ impl LowerKey {
             }
             len += bytes.len();
         }
-        // Lower-casing ASCII bytes keeps UTF-8 valid.
-        std::str::from_utf8(&buf[..len]).ok()
+        // SAFETY: `buf[..len]` is whole `&str` parts, ASCII-lower-cased
+        // (which changes ASCII bytes only, to ASCII bytes), joined by `|`:
+        // valid UTF-8. A part that does not fit returned `None` above.
+        Some(unsafe { std::str::from_utf8_unchecked(&buf[..len]) })
     }
 }
 
@@ -134,6 +136,14 @@ mod tests {
         let long = "X".repeat(300);
         LowerKey::with(&["aws", &long], |k| assert_eq!(k.len(), 304));
         assert_eq!(&*LowerKey::owned(&["A", "B"]), "a|b");
+        // Only ASCII is lowered; other text passes through whole, on the
+        // stack as on the heap.
+        let parts = ["GCP", "Ünïcode.Sérvice", "ÉTÉ"];
+        LowerKey::with(&parts, |k| assert_eq!(k, "gcp|Ünïcode.sérvice|ÉtÉ"));
+        assert_eq!(&*LowerKey::owned(&parts), "gcp|Ünïcode.sérvice|ÉtÉ");
+        // A part that would cut the buffer goes to the heap whole.
+        let near = format!("{}é", "a".repeat(254));
+        LowerKey::with(&["x", &near], |k| assert_eq!(k, format!("x|{near}")));
     }
 
     #[test]
