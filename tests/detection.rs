@@ -167,10 +167,17 @@ fn a_change_outside_the_approved_paths_is_an_out_of_band_finding() {
 #[test]
 fn an_unmapped_service_is_reported_once() {
     let d = detector();
-    let event = |id: &str| {
+    let event_of = |id: &str, source: &str| {
         format!(
-            r#"{{"eventVersion":"1.08","eventTime":"2024-01-01T00:00:00Z","eventSource":"quantumledger.amazonaws.com","eventName":"CreateLedger","eventID":"{id}","recipientAccountId":"444444444444","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::444444444444:user/a"}}}}"#
+            r#"{{"eventVersion":"1.08","eventTime":"2024-01-01T00:00:00Z","eventSource":"{source}","eventName":"CreateLedger","eventID":"{id}","recipientAccountId":"444444444444","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::444444444444:user/a"}}}}"#
         )
+    };
+    let event = |id: &str| event_of(id, "quantumledger.amazonaws.com");
+    let unmapped_in = |text: &str| {
+        detect(&d, text)
+            .iter()
+            .filter(|f| f.kind == FindingKind::UnmappedService)
+            .count()
     };
     let first = detect(&d, &event("a"));
     let unmapped: Vec<_> = first
@@ -185,6 +192,10 @@ fn an_unmapped_service_is_reported_once() {
             .iter()
             .all(|f| f.kind != FindingKind::UnmappedService)
     );
+    // The same service written otherwise is the same service; another is new.
+    assert_eq!(unmapped_in(&event_of("c", "QuantumLedger.AmazonAWS.com")), 0);
+    assert_eq!(unmapped_in(&event_of("d", "otherledger.amazonaws.com")), 1);
+    assert_eq!(unmapped_in(&event_of("e", "otherledger.amazonaws.com")), 0);
 }
 
 #[test]

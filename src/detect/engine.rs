@@ -24,8 +24,9 @@ use super::finding::{
 };
 use super::index::RuleIndex;
 use super::rule::{Rule, RuleOrigin};
-use crate::event::{AuditEvent, Cloud, Outcome};
+use crate::event::{AuditEvent, Outcome};
 use crate::matrix::{Matrix, Side};
+use crate::util::LowerKey;
 
 /// Compiled rules and their index.
 #[derive(Debug, Default)]
@@ -94,7 +95,9 @@ pub type Matched = smallvec::SmallVec<[u32; 6]>;
 pub struct Detector {
     rules: RuleSet,
     matrix: Arc<Matrix>,
-    unmapped_seen: DashSet<(Cloud, String)>,
+    /// `cloud|service`, lower-cased ([`LowerKey`]): looked up for every
+    /// event of a service the matrix does not list.
+    unmapped_seen: DashSet<Box<str>, hashbrown::DefaultHashBuilder>,
     boundary_seen: DashSet<(String, String)>,
 }
 
@@ -103,7 +106,7 @@ impl Detector {
         Detector {
             rules,
             matrix,
-            unmapped_seen: DashSet::new(),
+            unmapped_seen: DashSet::default(),
             boundary_seen: DashSet::new(),
         }
     }
@@ -316,8 +319,10 @@ impl Detector {
         if self.matrix.service(event.cloud, &event.service).is_some() {
             return None;
         }
-        let key = (event.cloud, event.service.to_ascii_lowercase());
-        if self.unmapped_seen.contains(&key) || !self.unmapped_seen.insert(key) {
+        let parts = [event.cloud.as_str(), &*event.service];
+        if LowerKey::with(&parts, |key| self.unmapped_seen.contains(key))
+            || !self.unmapped_seen.insert(LowerKey::owned(&parts))
+        {
             return None;
         }
         let mut finding = self.base_finding(
@@ -357,11 +362,16 @@ impl Detector {
         if boundaries.peek().is_none() {
             return;
         }
-        let service = event.service.to_ascii_lowercase();
         for boundary in boundaries {
-            if boundary.authorized_services.contains(&service) {
+            // Authorized names are lower-cased at load.
+            if boundary
+                .authorized_services
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(&event.service))
+            {
                 continue;
             }
+            let service = event.service.to_ascii_lowercase();
             let key = (boundary.name.clone(), service.clone());
             if self.boundary_seen.contains(&key) || !self.boundary_seen.insert(key) {
                 continue;

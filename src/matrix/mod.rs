@@ -130,7 +130,8 @@ pub enum MatrixError {
 pub struct ServiceEntry {
     pub cloud: Cloud,
     pub model: ServiceModel,
-    pub owners: HashMap<Domain, Side>,
+    /// Read for every finding: hashed with foldhash, not SipHash.
+    pub owners: HashMap<Domain, Side, hashbrown::DefaultHashBuilder>,
 }
 
 /// A set of scopes: accounts / subscriptions / projects, and resource globs.

@@ -188,7 +188,7 @@ impl RawMatrix {
                 return Err(at(span, "a service needs a name".into()));
             }
             let _ = &raw.notes;
-            let mut owners = HashMap::new();
+            let mut owners = HashMap::default();
             for (domain, side) in [
                 (Domain::Identity, raw.identity),
                 (Domain::Network, raw.network),
@@ -392,5 +392,20 @@ mod tests {
         let err = Matrix::from_toml("[[data_tiers]]\ntier = \"secret\"\naccounts = [\"1\"]\n")
             .unwrap_err();
         assert!(err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn scope_accounts_match_whatever_their_case_and_star_matches_any() {
+        let named = scope(&["Prod-Sub-A".into(), "123456789012".into()], &[]).unwrap();
+        for account in ["prod-sub-a", "PROD-SUB-A", "Prod-Sub-A", "123456789012"] {
+            assert!(named.matches_account(Some(account)), "{account}");
+        }
+        for account in ["prod-sub-b", "12345678901", "", "prod-sub-a "] {
+            assert!(!named.matches_account(Some(account)), "{account}");
+        }
+        assert!(!named.matches_account(None));
+        let any = scope(&["*".into()], &[]).unwrap();
+        assert!(any.matches_account(Some("whatever")));
+        assert!(!any.matches_account(None));
     }
 }
