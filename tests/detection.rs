@@ -193,7 +193,10 @@ fn an_unmapped_service_is_reported_once() {
             .all(|f| f.kind != FindingKind::UnmappedService)
     );
     // The same service written otherwise is the same service; another is new.
-    assert_eq!(unmapped_in(&event_of("c", "QuantumLedger.AmazonAWS.com")), 0);
+    assert_eq!(
+        unmapped_in(&event_of("c", "QuantumLedger.AmazonAWS.com")),
+        0
+    );
     assert_eq!(unmapped_in(&event_of("d", "otherledger.amazonaws.com")), 1);
     assert_eq!(unmapped_in(&event_of("e", "otherledger.amazonaws.com")), 0);
 }
