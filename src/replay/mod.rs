@@ -714,9 +714,9 @@ impl<T: Send> Decoders<T> {
                 loop {
                     let next = tasks.lock().unwrap_or_else(|e| e.into_inner()).recv();
                     let Ok((k, work)) = next else { break };
-                    let path = match &work {
-                        Work::Whole(i) => plan.files[*i].path.clone(),
-                        Work::Piece { file, .. } => plan.files[*file].path.clone(),
+                    let file = match &work {
+                        Work::Whole(i) => *i,
+                        Work::Piece { file, .. } => *file,
                     };
                     let task = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         decode_task(plan, options, work, prepare)
@@ -731,6 +731,7 @@ impl<T: Send> Decoders<T> {
                             // The round learns it failed rather than waiting
                             // for this task; the panic then ends the scope.
                             let source = std::io::Error::other("decoding thread panicked");
+                            let path = plan.files[file].path.clone();
                             let failed = Err(ReadError { path, source });
                             let _ = finished.send((k, (failed, Vec::new())));
                             std::panic::resume_unwind(panic);
