@@ -809,21 +809,9 @@ fn latency(
     {
         let _ = acked.record(u64::from(ms).max(1));
     }
-    let ack = |q: f64| {
-        if acked.is_empty() {
-            f64::NAN
-        } else {
-            acked.value_at_quantile(q) as f64
-        }
-    };
     // No finding timed: no percentiles (not zeros).
-    let ms = |q: f64| {
-        if h.is_empty() {
-            f64::NAN
-        } else {
-            h.value_at_quantile(q) as f64 / 1000.0
-        }
-    };
+    let ack = |q: f64| quantile(&acked, q);
+    let ms = |q: f64| quantile(&h, q) / 1000.0;
     Ok(LatencyRun {
         findings: h.len(),
         unmatched,
@@ -843,6 +831,15 @@ fn latency(
         broker_cores: cores.1,
         bench_cores: cores.2,
     })
+}
+
+/// A histogram's value at `q`; NaN (not zero) when it holds none.
+fn quantile(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() {
+        f64::NAN
+    } else {
+        h.value_at_quantile(q) as f64
+    }
 }
 
 #[derive(Debug, Default, Clone)]

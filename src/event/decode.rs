@@ -320,13 +320,13 @@ impl Decoder {
     where
         F: FnMut(Decoded<'_>),
     {
-        let mut ctx = Ctx {
-            decoder: self,
-            sink,
-        };
         match simdutf8::basic::from_utf8(bytes) {
-            Ok(text) => ctx.json_lines(text, first_line),
-            Err(_) => ctx.invalid_utf8_lines(bytes, first_line),
+            Ok(text) => self.decode_str_lines(text, first_line, sink),
+            Err(_) => Ctx {
+                decoder: self,
+                sink,
+            }
+            .invalid_utf8_lines(bytes, first_line),
         }
     }
 
