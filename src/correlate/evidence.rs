@@ -67,17 +67,35 @@ fn parse_uuid(text: &str) -> Option<[u8; 16]> {
     if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
         return None;
     }
-    let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
+    // Lower-case hex digits only: an upper-case id would not render back
+    // as it was written, so it is kept as text.
+    const HEX: [u8; 256] = {
+        let mut t = [0xff; 256];
+        let mut i = 0;
+        while i < 10 {
+            t[b'0' as usize + i] = i as u8;
+            i += 1;
+        }
+        let mut i = 0;
+        while i < 6 {
+            t[b'a' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        t
     };
+    // Where each of the 16 bytes' two digits start.
+    const AT: [u8; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
     let mut out = [0u8; 16];
-    let mut hex = b.iter().copied().filter(|&c| c != b'-');
-    for byte in &mut out {
-        *byte = (nibble(hex.next()?)? << 4) | nibble(hex.next()?)?;
+    let mut bad = 0u8;
+    for (byte, &at) in out.iter_mut().zip(&AT) {
+        let (hi, lo) = (
+            HEX[b[at as usize] as usize],
+            HEX[b[at as usize + 1] as usize],
+        );
+        bad |= hi | lo;
+        *byte = (hi << 4) | (lo & 0x0f);
     }
-    Some(out)
+    (bad & 0xf0 == 0).then_some(out)
 }
 
 const KIND_SHIFT: u32 = 30;
@@ -228,6 +246,24 @@ mod tests {
             "h:00000000000000ab"
         );
         assert_eq!(std::mem::size_of::<Ev>(), 56);
+    }
+
+    #[test]
+    fn an_id_one_character_off_a_uuid_stays_text() {
+        let uuid = "3038ebd2-c98a-4c65-9b6e-e22506292313";
+        for at in 0..uuid.len() {
+            for c in ['g', 'A', 'F', '-', '/', ':', '`', '0'] {
+                if uuid.as_bytes()[at] == c as u8 {
+                    continue;
+                }
+                let mut text = uuid.to_owned();
+                text.replace_range(at..=at, c.encode_utf8(&mut [0; 4]));
+                let id = EvId::of(&EventId::Native(Cow::Borrowed(&text)));
+                let valid = c == '0' && uuid.as_bytes()[at] != b'-';
+                assert_eq!(matches!(id, EvId::Uuid(_)), valid, "{text}");
+                assert_eq!(id.render(), text);
+            }
+        }
     }
 
     #[test]
