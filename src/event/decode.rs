@@ -539,12 +539,88 @@ where
     /// Each element of a JSON array, as a record of the given envelope shape.
     /// Returns where the last element ends in `text` (just after the `[`
     /// when there is none) if the walk reached the end of the array.
+    ///
+    /// Each object element is read once, where it stands ([`Ctx::element`]).
+    /// The first element that does not read that way (one that is not an
+    /// object, does not parse, or whose end is not known), and everything
+    /// after it, is walked as before: found whole first, then read.
     fn array(
         &mut self,
         text: &str,
         shape: Option<Shape>,
         location: RecordLocation,
         nesting: u8,
+    ) -> Option<usize> {
+        let Some(open) = text.find('[') else {
+            return self.array_walk(text, shape, location, nesting, 0);
+        };
+        let bytes = text.as_bytes();
+        let skip_space = |at: usize| {
+            bytes[at..]
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())
+                .map_or(bytes.len(), |n| at + n)
+        };
+        let (mut at, mut end) = (skip_space(open + 1), open + 1);
+        let mut index = 0u32;
+        loop {
+            match bytes.get(at) {
+                Some(b']') => return Some(end),
+                Some(b',') if index > 0 => at = skip_space(at + 1),
+                Some(b'{') if index == 0 => {}
+                // Not an object, or not a `,` or `]` after an element: the
+                // walk reports it.
+                _ => return self.array_walk(text, shape, location, nesting, index),
+            }
+            if bytes.get(at) != Some(&b'{') {
+                return self.array_walk(text, shape, location, nesting, index);
+            }
+            let element_location = RecordLocation {
+                line: location.line,
+                index,
+            };
+            match self.element(&text[at..], shape, element_location, nesting + 1) {
+                Some(len) => {
+                    end = at + len;
+                    at = skip_space(end);
+                    index += 1;
+                }
+                None => return self.array_walk(text, shape, location, nesting, index),
+            }
+        }
+    }
+
+    /// Reads the object at the start of `text` as a record and returns its
+    /// length; `None`, having emitted nothing, when it does not read in one
+    /// pass (see [`Probe::parse_prefix`]).
+    fn element(
+        &mut self,
+        text: &str,
+        shape: Option<Shape>,
+        location: RecordLocation,
+        nesting: u8,
+    ) -> Option<usize> {
+        if nesting > MAX_ENVELOPE_NESTING {
+            return None;
+        }
+        let mut probe = Probe::new();
+        let len = probe.parse_prefix(text)?;
+        let record = &text[..len];
+        if let Err((reason, detail)) = self.dispatch(record, &mut probe, shape, location, nesting) {
+            self.emit_error(location, reason, detail, record.as_bytes());
+        }
+        Some(len)
+    }
+
+    /// [`Ctx::array`] the way that finds each element whole before reading
+    /// it, from element `from` on (those before it were read already).
+    fn array_walk(
+        &mut self,
+        text: &str,
+        shape: Option<Shape>,
+        location: RecordLocation,
+        nesting: u8,
+        from: u32,
     ) -> Option<usize> {
         let mut end = text.find('[').map_or(0, |at| at + 1);
         for (index, element) in (0u32..).zip(sonic_rs::to_array_iter(text)) {
@@ -557,6 +633,9 @@ where
                     let raw = element.as_raw_str();
                     end =
                         (raw.as_ptr() as usize + raw.len()).saturating_sub(text.as_ptr() as usize);
+                    if index < from {
+                        continue;
+                    }
                     if raw.trim_start().starts_with('{') {
                         self.value(raw, shape, element_location, nesting + 1);
                     } else {
@@ -1175,6 +1254,97 @@ mod tests {
         assert_eq!(reasons(&trailing), (1, vec![ErrorReason::Syntax]));
         let broken = format!("{{\"Records\":[{RECORD}, x]}}");
         assert_eq!(reasons(&broken), (1, vec![ErrorReason::Syntax]));
+    }
+
+    /// What a walk over an array of records delivers, in a form to compare:
+    /// each record's position and event (as JSON, with its raw text) or
+    /// error (reason, detail, dead-letter bytes), and where the walk ended.
+    fn walked(text: &str, one_pass: bool) -> (Vec<String>, Option<usize>) {
+        let decoder = Decoder::default();
+        let mut seen = Vec::new();
+        let mut sink = |d: Decoded<'_>| {
+            seen.push(match d.result {
+                Ok(e) => format!(
+                    "{:?} {} {}",
+                    d.location,
+                    sonic_rs::to_string(&e).unwrap(),
+                    e.raw
+                ),
+                Err(e) => format!(
+                    "{:?} {:?} {} {}",
+                    d.location,
+                    e.reason,
+                    e.detail,
+                    String::from_utf8_lossy(e.raw)
+                ),
+            })
+        };
+        let mut ctx = Ctx {
+            decoder: &decoder,
+            sink: &mut sink,
+        };
+        let location = RecordLocation { line: 3, index: 0 };
+        let shape = Some(Shape::CloudTrailS3Object);
+        let end = if one_pass {
+            ctx.array(text, shape, location, 0)
+        } else {
+            ctx.array_walk(text, shape, location, 0, 0)
+        };
+        (seen, end)
+    }
+
+    #[test]
+    fn records_read_in_one_pass_come_out_as_when_found_whole_first() {
+        // `userIdentity` second, as CloudTrail writes it (`RECORD` has it
+        // last: where it ends is not known, so it is found whole first).
+        let r = r#"{"eventVersion":"1.08","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111111111111:user/a"},"eventTime":"2024-01-01T00:00:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject","awsRegion":"us-east-1","eventID":"e1","recipientAccountId":"111111111111"}"#;
+        let last_identity = r#"{"eventTime":"2024-01-01T00:00:01Z","eventSource":"iam.amazonaws.com","eventName":"CreateUser","eventID":"e2","recipientAccountId":"111111111111","userIdentity":{"type":"Root"}}"#;
+        let escaped = r#"{"eventTime":"2024-01-01T00:00:02Z","eventSource":"s3.amazonaws.com","eventName":"PutObject","eventID":"e3","userIdentity":{"type":"IAMUser"},"requestParameters":{"key":"a\"}b"},"tail":"\u007d"}"#;
+        let wrong_type = r#"{"eventTime":5,"eventSource":"s3.amazonaws.com","eventName":"GetObject","eventID":"e4"}"#;
+        let nested_last = r#"{"eventTime":"2024-01-01T00:00:03Z","eventSource":"ec2.amazonaws.com","eventName":"RunInstances","eventID":"e5","x":[{"y":[1,{"z":"}]"}]}] }"#;
+        let docs = [
+            format!("[{r},{r}]"),
+            format!("[ \n {r} \r\n,\t{escaped} ,{nested_last}\n]"),
+            format!("[{r},{last_identity},{r}]"),
+            format!("[{r},{RECORD},{r},{RECORD}]"),
+            format!("[{r},{wrong_type},{r}]"),
+            format!("[{r},7,{r}]"),
+            format!("[{r},{{}},{r}]"),
+            format!("[{r} {r}]"),
+            format!("[{r},,{r}]"),
+            format!("[,{r}]"),
+            format!("[{r},{r}"),
+            format!("[{r},{}", &RECORD[..RECORD.len() / 2]),
+            format!("[{r},{{\"Records\":[{r}]}}]"),
+            "[]".to_owned(),
+            " [ ] ".to_owned(),
+            "[".to_owned(),
+            "no array".to_owned(),
+        ];
+        for doc in &docs {
+            let (fast, fast_end) = walked(doc, true);
+            let (walk, walk_end) = walked(doc, false);
+            assert_eq!(fast, walk, "{doc}");
+            assert_eq!(fast_end, walk_end, "{doc}");
+        }
+        // The cases read in one pass, and the one that is not.
+        let decoder = Decoder::default();
+        let mut sink = |_: Decoded<'_>| {};
+        let mut ctx = Ctx {
+            decoder: &decoder,
+            sink: &mut sink,
+        };
+        let location = RecordLocation::default();
+        for record in [r, escaped, nested_last, "{ }"] {
+            let followed = format!("{record} ,{r}]");
+            assert_eq!(
+                ctx.element(&followed, None, location, 1),
+                Some(record.len())
+            );
+        }
+        assert_eq!(ctx.element(last_identity, None, location, 1), None);
+        assert_eq!(ctx.element(RECORD, None, location, 1), None);
+        assert_eq!(ctx.element(&r[..40], None, location, 1), None);
     }
 
     /// A decoder whose documents (and lines) may be 1000 bytes.

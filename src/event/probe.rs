@@ -624,15 +624,23 @@ impl<'de> de::DeserializeSeed<'de> for IdentitySeed {
 struct ProbeVisitor<'p, 'a> {
     base: &'a str,
     probe: &'p mut Probe<'a>,
+    /// Where in `base` the object's first key may start (just after its
+    /// `{`): the object's text so far ends here while it has no entry.
+    after_open: usize,
 }
 
 impl<'de> Visitor<'de> for ProbeVisitor<'_, 'de> {
-    type Value = ();
+    /// Where in `base` the object's last value ends, when it was read as
+    /// raw text (every value but `userIdentity`).
+    type Value = Option<usize>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
-    fn visit_map<M: de::MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
+    fn visit_map<M: de::MapAccess<'de>>(self, mut map: M) -> Result<Option<usize>, M::Error> {
         let probe = self.probe;
+        let base = self.base.as_ptr() as usize;
+        let end_of = |raw: &str| Some(raw.as_ptr() as usize + raw.len() - base);
+        let mut end = Some(self.after_open);
         while let Some(KeySeed(key)) = map.next_key()? {
             match key {
                 Some(Key::UserIdentity) => {
@@ -642,17 +650,22 @@ impl<'de> Visitor<'de> for ProbeVisitor<'_, 'de> {
                     // (second), and the parse is a third of the cost of a
                     // skip and a parse.
                     probe.user_identity = Some(map.next_value_seed(IdentitySeed)?);
+                    end = None;
                 }
                 Some(key) => {
                     let raw = map.next_value_seed(RawValueSeed { base: self.base })?;
                     probe.values[key as usize] = Some(raw);
+                    end = end_of(raw);
                 }
                 None => {
-                    map.next_value::<de::IgnoredAny>()?;
+                    // Skipped as raw text (the same validating skip as
+                    // `IgnoredAny`), to know where it ends.
+                    let raw = map.next_value_seed(RawValueSeed { base: self.base })?;
+                    end = end_of(raw);
                 }
             }
         }
-        Ok(())
+        Ok(end)
     }
 }
 
@@ -674,10 +687,41 @@ impl<'a> Probe<'a> {
             ProbeVisitor {
                 base: text,
                 probe: self,
+                after_open: 0,
             },
         )
         .map_err(|e| classify_sonic_error(&e))?;
         deserializer.end().map_err(|e| classify_sonic_error(&e))
+    }
+
+    /// Reads the JSON object at the start of `text` (its first byte is the
+    /// `{`) into `self` (which must be fresh), leaving whatever follows it
+    /// unread, and returns the object's length: the walk over an array of
+    /// records reads each record once, where finding its end first and
+    /// then reading it took a second pass. `None` when the object did not
+    /// read, or when where it ends is not known (its last value is
+    /// `userIdentity`, which is parsed rather than skipped): the caller
+    /// reads it the other way.
+    pub(crate) fn parse_prefix(&mut self, text: &'a str) -> Option<usize> {
+        let mut deserializer = sonic_rs::Deserializer::from_str(text);
+        let last = Deserializer::deserialize_map(
+            &mut deserializer,
+            ProbeVisitor {
+                base: text,
+                probe: self,
+                after_open: 1,
+            },
+        )
+        .ok()??;
+        // The object read, so only white space stands between its last
+        // value and its `}`.
+        let bytes = text.as_bytes();
+        let close = last
+            + bytes
+                .get(last..)?
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())?;
+        (bytes[close] == b'}').then_some(close + 1)
     }
 
     /// The parsed `userIdentity`, moved out; `Some(None)` when it is not an object.
