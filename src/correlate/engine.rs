@@ -708,6 +708,8 @@ impl Correlator {
             EventId::Native(id) => xxhash_rust::xxh3::xxh3_64(id.as_bytes()),
         };
         let mut tier = None;
+        // The event's id and source, made once for all its observations.
+        let mut made: Option<(EvId, Src)> = None;
         for &(c, mut mask) in hits {
             let corr = &self.correlations[c as usize];
             // Step filters.
@@ -764,11 +766,16 @@ impl Correlator {
             };
             let payload = Payload {
                 key,
-                ev: Ev {
-                    time: t,
-                    value,
-                    id: EvId::of(&event.event_id),
-                    src: stream.src(&self.names, source),
+                ev: {
+                    let (id, src) = made.get_or_insert_with(|| {
+                        (EvId::of(&event.event_id), stream.src(&self.names, source))
+                    });
+                    Ev {
+                        time: t,
+                        value,
+                        id: id.clone(),
+                        src: *src,
+                    }
                 },
                 ctx: needs_ctx(corr, mask).then(|| {
                     let mut buf = String::with_capacity(stream.label.len() + 192);
