@@ -551,9 +551,6 @@ where
         location: RecordLocation,
         nesting: u8,
     ) -> Option<usize> {
-        let Some(open) = text.find('[') else {
-            return self.array_walk(text, shape, location, nesting, 0);
-        };
         let bytes = text.as_bytes();
         let skip_space = |at: usize| {
             bytes[at..]
@@ -561,6 +558,10 @@ where
                 .position(|b| !b.is_ascii_whitespace())
                 .map_or(bytes.len(), |n| at + n)
         };
+        let open = skip_space(0);
+        if bytes.get(open) != Some(&b'[') {
+            return self.array_walk(text, shape, location, nesting, 0);
+        }
         let (mut at, mut end) = (skip_space(open + 1), open + 1);
         let mut index = 0u32;
         loop {
@@ -1293,15 +1294,19 @@ mod tests {
         (seen, end)
     }
 
+    /// A record with `userIdentity` second, as CloudTrail writes it
+    /// (`RECORD` has it last: where that ends is not known, so such a
+    /// record is found whole first).
+    const SECOND: &str = r#"{"eventVersion":"1.08","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111111111111:user/a"},"eventTime":"2024-01-01T00:00:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject","awsRegion":"us-east-1","eventID":"e1","recipientAccountId":"111111111111"}"#;
+    const LAST_IDENTITY: &str = r#"{"eventTime":"2024-01-01T00:00:01Z","eventSource":"iam.amazonaws.com","eventName":"CreateUser","eventID":"e2","recipientAccountId":"111111111111","userIdentity":{"type":"Root"}}"#;
+    const ESCAPED: &str = r#"{"eventTime":"2024-01-01T00:00:02Z","eventSource":"s3.amazonaws.com","eventName":"PutObject","eventID":"e3","userIdentity":{"type":"IAMUser"},"requestParameters":{"key":"a\"}b"},"tail":"\u007d"}"#;
+    const WRONG_TYPE: &str = r#"{"eventTime":5,"eventSource":"s3.amazonaws.com","eventName":"GetObject","eventID":"e4"}"#;
+    const NESTED_LAST: &str = r#"{"eventTime":"2024-01-01T00:00:03Z","eventSource":"ec2.amazonaws.com","eventName":"RunInstances","eventID":"e5","x":[{"y":[1,{"z":"}]"}]}] }"#;
+
     #[test]
     fn records_read_in_one_pass_come_out_as_when_found_whole_first() {
-        // `userIdentity` second, as CloudTrail writes it (`RECORD` has it
-        // last: where it ends is not known, so it is found whole first).
-        let r = r#"{"eventVersion":"1.08","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111111111111:user/a"},"eventTime":"2024-01-01T00:00:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject","awsRegion":"us-east-1","eventID":"e1","recipientAccountId":"111111111111"}"#;
-        let last_identity = r#"{"eventTime":"2024-01-01T00:00:01Z","eventSource":"iam.amazonaws.com","eventName":"CreateUser","eventID":"e2","recipientAccountId":"111111111111","userIdentity":{"type":"Root"}}"#;
-        let escaped = r#"{"eventTime":"2024-01-01T00:00:02Z","eventSource":"s3.amazonaws.com","eventName":"PutObject","eventID":"e3","userIdentity":{"type":"IAMUser"},"requestParameters":{"key":"a\"}b"},"tail":"\u007d"}"#;
-        let wrong_type = r#"{"eventTime":5,"eventSource":"s3.amazonaws.com","eventName":"GetObject","eventID":"e4"}"#;
-        let nested_last = r#"{"eventTime":"2024-01-01T00:00:03Z","eventSource":"ec2.amazonaws.com","eventName":"RunInstances","eventID":"e5","x":[{"y":[1,{"z":"}]"}]}] }"#;
+        let (r, last_identity, escaped) = (SECOND, LAST_IDENTITY, ESCAPED);
+        let (wrong_type, nested_last) = (WRONG_TYPE, NESTED_LAST);
         let docs = [
             format!("[{r},{r}]"),
             format!("[ \n {r} \r\n,\t{escaped} ,{nested_last}\n]"),
@@ -1345,6 +1350,49 @@ mod tests {
         assert_eq!(ctx.element(last_identity, None, location, 1), None);
         assert_eq!(ctx.element(RECORD, None, location, 1), None);
         assert_eq!(ctx.element(&r[..40], None, location, 1), None);
+    }
+
+    proptest::proptest! {
+        /// Arrays of records, good and bad, with any white space between
+        /// them, cut anywhere or with one byte changed: read in one pass,
+        /// they come out exactly as when each is found whole first.
+        #[test]
+        fn any_array_reads_the_same_in_one_pass(
+            elements in proptest::collection::vec(
+                (0usize..10, 0usize..6),
+                0..6,
+            ),
+            cut in proptest::option::of(0usize..2000),
+            change in proptest::option::of((0usize..2000, proptest::sample::select(b"{}[],\" :x0".to_vec()))),
+        ) {
+            const PARTS: [&str; 10] = [
+                SECOND, RECORD, LAST_IDENTITY, ESCAPED, WRONG_TYPE, NESTED_LAST, "7", "{}", "[{}]",
+                r#"{"eventSource":"s3.amazonaws.com","e\u0076entName":"X","n":-1.5e3}"#,
+            ];
+            const GAPS: [&str; 6] = [",", " , ", ",\n\t", "", ",,", "\r\n,"];
+            let mut doc = String::from(" [ ");
+            for (i, (part, gap)) in elements.iter().enumerate() {
+                if i > 0 {
+                    doc.push_str(GAPS[*gap]);
+                }
+                doc.push_str(PARTS[*part]);
+            }
+            doc.push_str(" ]");
+            let mut bytes = doc.into_bytes();
+            if let Some((at, byte)) = change {
+                let at = at % bytes.len();
+                bytes[at] = byte;
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut.min(bytes.len()));
+            }
+            // Changes and cuts are ASCII among ASCII: still text.
+            let doc = String::from_utf8(bytes).unwrap();
+            let (fast, fast_end) = walked(&doc, true);
+            let (walk, walk_end) = walked(&doc, false);
+            proptest::prop_assert_eq!(fast, walk, "{}", doc);
+            proptest::prop_assert_eq!(fast_end, walk_end, "{}", doc);
+        }
     }
 
     /// A decoder whose documents (and lines) may be 1000 bytes.
