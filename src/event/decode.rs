@@ -592,8 +592,10 @@ where
     }
 
     /// Reads the object at the start of `text` as a record and returns its
-    /// length; `None`, having emitted nothing, when it does not read in one
-    /// pass (see [`Probe::parse_prefix`]).
+    /// length; `None`, having emitted nothing, when it does not read (see
+    /// [`Probe::parse_prefix`]). A record whose end the read does not tell
+    /// (its last key is `userIdentity`: so in every record of an archive
+    /// written with sorted keys) is skipped over once more to find it.
     fn element(
         &mut self,
         text: &str,
@@ -605,7 +607,10 @@ where
             return None;
         }
         let mut probe = Probe::new();
-        let len = probe.parse_prefix(text)?;
+        let len = match probe.parse_prefix(text)? {
+            Some(len) => len,
+            None => first_value_len(text)?,
+        };
         let record = &text[..len];
         if let Err((reason, detail)) = self.dispatch(record, &mut probe, shape, location, nesting) {
             self.emit_error(location, reason, detail, record.as_bytes());
@@ -1167,6 +1172,16 @@ pub(crate) fn json_string(raw: &str) -> Option<Cow<'_, str>> {
     }
 }
 
+/// The length of the JSON value at the start of `text` (found with a
+/// validating skip, not parsed); `None` when it does not read.
+fn first_value_len(text: &str) -> Option<usize> {
+    let mut deserializer = sonic_rs::Deserializer::from_str(text);
+    let value: sonic_rs::LazyValue<'_> = serde::Deserialize::deserialize(&mut deserializer).ok()?;
+    let raw = value.as_raw_str();
+    let start = (raw.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+    (start + raw.len() <= text.len()).then_some(start + raw.len())
+}
+
 /// Borrows `part` (a sub-slice of `whole`) with `whole`'s lifetime when `whole`
 /// is borrowed; copies it otherwise.
 pub(crate) fn sub_str<'a>(whole: &Cow<'a, str>, part: &str) -> Cow<'a, str> {
@@ -1332,7 +1347,7 @@ mod tests {
             assert_eq!(fast, walk, "{doc}");
             assert_eq!(fast_end, walk_end, "{doc}");
         }
-        // The cases read in one pass, and the one that is not.
+        // The cases read in one pass, and those that are not.
         let decoder = Decoder::default();
         let mut sink = |_: Decoded<'_>| {};
         let mut ctx = Ctx {
@@ -1347,9 +1362,16 @@ mod tests {
                 Some(record.len())
             );
         }
-        assert_eq!(ctx.element(last_identity, None, location, 1), None);
-        assert_eq!(ctx.element(RECORD, None, location, 1), None);
+        // Its end found by a skip: `userIdentity` last.
+        for record in [last_identity, RECORD] {
+            let followed = format!("{record}\n,{r}]");
+            assert_eq!(
+                ctx.element(&followed, None, location, 1),
+                Some(record.len())
+            );
+        }
         assert_eq!(ctx.element(&r[..40], None, location, 1), None);
+        assert_eq!(ctx.element(&RECORD[..40], None, location, 1), None);
     }
 
     proptest::proptest! {

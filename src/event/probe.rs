@@ -699,10 +699,9 @@ impl<'a> Probe<'a> {
     /// unread, and returns the object's length: the walk over an array of
     /// records reads each record once, where finding its end first and
     /// then reading it took a second pass. `None` when the object did not
-    /// read, or when where it ends is not known (its last value is
-    /// `userIdentity`, which is parsed rather than skipped): the caller
-    /// reads it the other way.
-    pub(crate) fn parse_prefix(&mut self, text: &'a str) -> Option<usize> {
+    /// read; `Some(None)` when it did but where it ends is not known (its
+    /// last value is `userIdentity`, which is parsed rather than skipped).
+    pub(crate) fn parse_prefix(&mut self, text: &'a str) -> Option<Option<usize>> {
         let mut deserializer = sonic_rs::Deserializer::from_str(text);
         let last = Deserializer::deserialize_map(
             &mut deserializer,
@@ -712,7 +711,10 @@ impl<'a> Probe<'a> {
                 after_open: 1,
             },
         )
-        .ok()??;
+        .ok()?;
+        let Some(last) = last else {
+            return Some(None);
+        };
         // The object read, so only white space stands between its last
         // value and its `}`.
         let bytes = text.as_bytes();
@@ -721,7 +723,7 @@ impl<'a> Probe<'a> {
                 .get(last..)?
                 .iter()
                 .position(|b| !b.is_ascii_whitespace())?;
-        (bytes[close] == b'}').then_some(close + 1)
+        Some((bytes[close] == b'}').then_some(close + 1))
     }
 
     /// The parsed `userIdentity`, moved out; `Some(None)` when it is not an object.
