@@ -1310,8 +1310,8 @@ mod tests {
     }
 
     /// A record with `userIdentity` second, as CloudTrail writes it
-    /// (`RECORD` has it last: where that ends is not known, so such a
-    /// record is found whole first).
+    /// (`RECORD` has it last: the probe cannot tell where that ends, so
+    /// such a record is skipped over once more to find it).
     const SECOND: &str = r#"{"eventVersion":"1.08","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111111111111:user/a"},"eventTime":"2024-01-01T00:00:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject","awsRegion":"us-east-1","eventID":"e1","recipientAccountId":"111111111111"}"#;
     const LAST_IDENTITY: &str = r#"{"eventTime":"2024-01-01T00:00:01Z","eventSource":"iam.amazonaws.com","eventName":"CreateUser","eventID":"e2","recipientAccountId":"111111111111","userIdentity":{"type":"Root"}}"#;
     const ESCAPED: &str = r#"{"eventTime":"2024-01-01T00:00:02Z","eventSource":"s3.amazonaws.com","eventName":"PutObject","eventID":"e3","userIdentity":{"type":"IAMUser"},"requestParameters":{"key":"a\"}b"},"tail":"\u007d"}"#;
