@@ -568,11 +568,11 @@ where
             match bytes.get(at) {
                 Some(b']') => return Some(end),
                 Some(b',') if index > 0 => at = skip_space(at + 1),
-                Some(b'{') if index == 0 => {}
-                // Not an object, or not a `,` or `]` after an element: the
-                // walk reports it.
+                _ if index == 0 => {}
+                // Not a `,` or `]` after an element: the walk reports it.
                 _ => return self.array_walk(text, shape, location, nesting, index),
             }
+            // Not an object: the walk reports it.
             if bytes.get(at) != Some(&b'{') {
                 return self.array_walk(text, shape, location, nesting, index);
             }
