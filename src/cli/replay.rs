@@ -18,7 +18,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::input::{expand_inputs, read_input};
-use super::parse::write_json_line;
+use super::parse::{write_finding_line, write_json_line};
 use crate::alert::format::Formatter;
 use crate::alert::store::Outbox;
 use crate::alert::{Action, AlertNotice, Notice};
@@ -486,7 +486,7 @@ impl Summary {
     /// A finding as an OCSF Detection Finding: an alert created by it.
     fn write(&self, out: &mut impl Write, finding: Finding) -> io::Result<()> {
         let Some(ocsf) = &self.ocsf else {
-            return write_json_line(out, &finding);
+            return write_finding_line(out, &finding);
         };
         let notice = Notice::Alert(AlertNotice {
             action: Action::Create,

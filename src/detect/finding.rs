@@ -247,6 +247,78 @@ pub fn finding_id(parts: &[&str]) -> String {
     hex::encode(hasher.digest128().to_be_bytes())
 }
 
+impl Finding {
+    /// Appends the finding as JSON to `out`: the bytes its `Serialize`
+    /// writes (a test holds the two equal), with each key written as it
+    /// stands rather than escaped anew through serde's walk of the struct.
+    /// A replay writes every finding; the walk cost it ~8% of its
+    /// instructions on a Sigma run that matched a third of its events.
+    pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), sonic_rs::Error> {
+        fn field<T: Serialize + ?Sized>(
+            out: &mut Vec<u8>,
+            key: &str,
+            value: &T,
+        ) -> Result<(), sonic_rs::Error> {
+            out.extend_from_slice(key.as_bytes());
+            value.serialize(&mut sonic_rs::Serializer::new(&mut *out))
+        }
+        fn some<T: Serialize + ?Sized>(
+            out: &mut Vec<u8>,
+            key: &str,
+            value: Option<&T>,
+        ) -> Result<(), sonic_rs::Error> {
+            value.map_or(Ok(()), |v| field(out, key, v))
+        }
+        fn list<T: Serialize>(
+            out: &mut Vec<u8>,
+            key: &str,
+            values: &[T],
+        ) -> Result<(), sonic_rs::Error> {
+            if values.is_empty() {
+                Ok(())
+            } else {
+                field(out, key, values)
+            }
+        }
+        field(out, "{\"id\":", self.id.as_str())?;
+        field(out, ",\"kind\":", &self.kind)?;
+        field(out, ",\"rule_id\":", self.rule_id.as_str())?;
+        field(out, ",\"title\":", self.title.as_str())?;
+        field(out, ",\"severity\":", &self.severity)?;
+        field(out, ",\"rule_severity\":", &self.rule_severity)?;
+        field(out, ",\"cloud\":", &self.cloud)?;
+        some(out, ",\"account\":", self.account.as_deref())?;
+        some(out, ",\"region\":", self.region.as_deref())?;
+        field(out, ",\"service\":", self.service.as_str())?;
+        field(out, ",\"operation\":", self.operation.as_str())?;
+        field(out, ",\"principal\":", &self.principal)?;
+        list(out, ",\"resources\":", &self.resources)?;
+        some(out, ",\"domain\":", self.domain.as_ref())?;
+        some(out, ",\"responsibility\":", self.responsibility.as_ref())?;
+        some(out, ",\"owner_team\":", self.owner_team.as_deref())?;
+        some(out, ",\"data_tier\":", self.data_tier.as_ref())?;
+        if self.event_time.is_some() {
+            out.extend_from_slice(b",\"event_time\":");
+            crate::util::serialize_time(
+                &self.event_time,
+                &mut sonic_rs::Serializer::new(&mut *out),
+            )?;
+        }
+        field(out, ",\"evidence\":", &self.evidence)?;
+        list(out, ",\"attack\":", &self.attack)?;
+        list(out, ",\"compliance\":", &self.compliance)?;
+        some(out, ",\"remediation\":", self.remediation.as_deref())?;
+        list(out, ",\"references\":", &self.references)?;
+        list(out, ",\"approved_paths\":", &self.approved_paths)?;
+        some(out, ",\"detail\":", self.detail.as_deref())?;
+        some(out, ",\"author\":", self.author.as_deref())?;
+        some(out, ",\"correlation\":", self.correlation.as_ref())?;
+        list(out, ",\"resolves\":", &self.resolves)?;
+        out.push(b'}');
+        Ok(())
+    }
+}
+
 impl FindingPrincipal {
     pub fn of(event: &AuditEvent<'_>) -> Self {
         FindingPrincipal {
@@ -302,6 +374,86 @@ mod tests {
         ];
         for r in refs {
             assert_eq!(r.text(), r.to_string());
+        }
+    }
+
+    /// Text that JSON must escape, and text it must not.
+    fn text() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::prop_oneof![
+            proptest::strategy::Just(String::new()),
+            "[a-z0-9:/._-]{1,12}",
+            "[\"\\\\\u{0}-\u{1f}\u{7f}é東🚀\u{2028}a-c]{0,8}",
+        ]
+    }
+
+    fn texts() -> impl proptest::strategy::Strategy<Value = Vec<String>> {
+        proptest::collection::vec(text(), 0..3)
+    }
+
+    proptest::proptest! {
+        /// `write_json` writes what `Serialize` writes (through sonic-rs,
+        /// as replay wrote findings before, and through serde_json), with
+        /// every optional field present or absent, empty or not.
+        #[test]
+        fn written_json_is_what_serialize_writes(
+            strings in proptest::collection::vec(text(), 12),
+            lists in proptest::collection::vec(texts(), 6),
+            present in proptest::collection::vec(proptest::bool::ANY, 12),
+            time in proptest::option::of(-62_000_000_000_000i64..400_000_000_000_000),
+            evidence in 0usize..3,
+        ) {
+            let opt = |i: usize| present[i].then(|| strings[i].clone());
+            let time = time.and_then(chrono::DateTime::<Utc>::from_timestamp_millis);
+            let finding = Finding {
+                id: strings[0].clone(),
+                kind: FindingKind::Sigma,
+                rule_id: strings[1].clone(),
+                title: strings[2].clone(),
+                severity: Severity::High,
+                rule_severity: Severity::Medium,
+                cloud: Cloud::Azure,
+                account: opt(3),
+                region: opt(4),
+                service: strings[5].clone(),
+                operation: strings[6].clone(),
+                principal: FindingPrincipal {
+                    kind: PrincipalKind::AssumedRole,
+                    id: opt(7),
+                    name: opt(8),
+                },
+                resources: lists[0].clone(),
+                domain: present[0].then_some(Domain::Logging),
+                responsibility: present[1].then_some(Side::Shared),
+                owner_team: opt(9),
+                data_tier: present[2].then_some(Tier::High),
+                event_time: time,
+                evidence: (0..evidence)
+                    .map(|i| Evidence {
+                        event_id: strings[i].clone(),
+                        source: strings[i + 1].clone(),
+                    })
+                    .collect(),
+                attack: lists[1].clone().into(),
+                compliance: lists[2].clone().into(),
+                remediation: opt(10).map(Into::into),
+                references: lists[3].clone().into(),
+                approved_paths: lists[4].clone(),
+                detail: opt(11),
+                author: opt(5).map(Into::into),
+                correlation: time.filter(|_| present[6]).map(|t| CorrelationDetail {
+                    kind: "sequence".into(),
+                    group: strings[7].clone(),
+                    window_start: t,
+                    window_end: t,
+                    events: 3,
+                }),
+                resolves: lists[5].clone(),
+            };
+            let mut written = Vec::new();
+            finding.write_json(&mut written).unwrap();
+            let written = String::from_utf8(written).unwrap();
+            proptest::prop_assert_eq!(&written, &sonic_rs::to_string(&finding).unwrap());
+            proptest::prop_assert_eq!(&written, &serde_json::to_string(&finding).unwrap());
         }
     }
 
