@@ -153,31 +153,15 @@ pub fn run(args: ParseArgs, config: &Config) -> anyhow::Result<ExitCode> {
 /// escaping: findings are mostly strings) into a per-thread buffer, then
 /// written at once: a replay writes tens of thousands of findings a second.
 pub(crate) fn write_json_line<W: Write, T: Serialize>(out: &mut W, value: &T) -> io::Result<()> {
+    thread_local! {
+        static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
     LINE.with_borrow_mut(|line| {
         line.clear();
         sonic_rs::to_writer(&mut *line, value).map_err(io::Error::other)?;
         line.push(b'\n');
         out.write_all(line)
     })
-}
-
-/// A finding as one line of JSON: the bytes [`write_json_line`] writes for
-/// it, through [`crate::detect::Finding::write_json`].
-pub(crate) fn write_finding_line<W: Write>(
-    out: &mut W,
-    finding: &crate::detect::Finding,
-) -> io::Result<()> {
-    LINE.with_borrow_mut(|line| {
-        line.clear();
-        finding.write_json(line).map_err(io::Error::other)?;
-        line.push(b'\n');
-        out.write_all(line)
-    })
-}
-
-thread_local! {
-    /// The line being written, reused.
-    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn print_summary(stats: &DecodeStats, per_cloud: &BTreeMap<&'static str, u64>, inputs: usize) {

@@ -18,7 +18,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::input::{expand_inputs, read_input};
-use super::parse::{write_finding_line, write_json_line};
+use super::parse::write_json_line;
 use crate::alert::format::Formatter;
 use crate::alert::store::Outbox;
 use crate::alert::{Action, AlertNotice, Notice};
@@ -462,7 +462,14 @@ struct Summary {
     unsynced: usize,
     /// `--timeline`: every finding, kept for the report.
     timeline: Option<Vec<Finding>>,
+    /// Findings written and not yet handed to the output: written straight
+    /// into this buffer and handed on [`PENDING_BYTES`] at a time, rather
+    /// than each into a buffer of its own and copied into the output's.
+    pending: Vec<u8>,
 }
+
+/// How much written output [`Summary`] holds before handing it on.
+const PENDING_BYTES: usize = 1 << 16;
 
 /// One more under `key`; the key is copied only the first time.
 fn count(map: &mut BTreeMap<String, u64>, key: &str) {
@@ -483,29 +490,50 @@ impl Summary {
         }
     }
 
-    /// A finding as an OCSF Detection Finding: an alert created by it.
-    fn write(&self, out: &mut impl Write, finding: Finding) -> io::Result<()> {
-        let Some(ocsf) = &self.ocsf else {
-            return write_finding_line(out, &finding);
-        };
-        let notice = Notice::Alert(AlertNotice {
-            action: Action::Create,
-            alert_id: finding.id.clone(),
-            finding_id: finding.id.clone(),
-            occurrences: 1,
-            first_seen: finding.event_time,
-            last_seen: finding.event_time,
-            closed_by: None,
-            finding,
-        });
-        match ocsf.render(&notice) {
-            Ok(Some(rendered)) => {
-                out.write_all(&rendered.body)?;
-                out.write_all(b"\n")
+    /// Writes a finding: as JSON, or (`--format ocsf`) as an OCSF
+    /// Detection Finding, an alert created by it.
+    fn write(&mut self, out: &mut impl Write, finding: Finding) -> io::Result<()> {
+        match &self.ocsf {
+            None => {
+                let before = self.pending.len();
+                if let Err(e) = finding.write_json(&mut self.pending) {
+                    self.pending.truncate(before);
+                    return Err(io::Error::other(e));
+                }
+                self.pending.push(b'\n');
             }
-            Ok(None) => Ok(()),
-            Err(e) => Err(io::Error::other(e)),
+            Some(ocsf) => {
+                let notice = Notice::Alert(AlertNotice {
+                    action: Action::Create,
+                    alert_id: finding.id.clone(),
+                    finding_id: finding.id.clone(),
+                    occurrences: 1,
+                    first_seen: finding.event_time,
+                    last_seen: finding.event_time,
+                    closed_by: None,
+                    finding,
+                });
+                match ocsf.render(&notice) {
+                    Ok(Some(rendered)) => {
+                        self.pending.extend_from_slice(&rendered.body);
+                        self.pending.push(b'\n');
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(io::Error::other(e)),
+                }
+            }
         }
+        if self.pending.len() >= PENDING_BYTES {
+            self.hand_on(out)?;
+        }
+        Ok(())
+    }
+
+    /// Hands the findings written so far to the output.
+    fn hand_on(&mut self, out: &mut impl Write) -> io::Result<()> {
+        let written = out.write_all(&self.pending);
+        self.pending.clear();
+        written
     }
 
     fn report(
@@ -560,6 +588,7 @@ impl Summary {
         analyzer.finish(stream, &mut findings);
         self.report(&mut findings, out, quiet)
             .context("writing findings")?;
+        self.hand_on(out).context("writing findings")?;
         out.flush().context("writing findings")
     }
 
