@@ -119,8 +119,32 @@ fn output(args: &ReplayArgs) -> anyhow::Result<Box<dyn Write>> {
             1 << 16,
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
         )),
-        None => Box::new(BufWriter::with_capacity(1 << 16, io::stdout().lock())),
+        None => {
+            widen_pipe(&io::stdout());
+            Box::new(BufWriter::with_capacity(1 << 16, io::stdout().lock()))
+        }
     })
+}
+
+/// When `out` is a pipe, asks for a 1 MiB pipe buffer (the most Linux
+/// grants an unprivileged process by default) in place of 64 KiB: a replay
+/// writes findings faster than most readers take them, and with the small
+/// buffer the writer and the reader woke each other for every 64 KiB (6% of
+/// the CPU of a replay writing 60 MB of findings). Anything else, or a
+/// refusal, leaves the output as it is.
+fn widen_pipe(out: &impl std::os::fd::AsRawFd) {
+    #[cfg(target_os = "linux")]
+    {
+        let fd = out.as_raw_fd();
+        // SAFETY: fstat and fcntl on a descriptor this process holds open,
+        // with a zeroed stat buffer it owns and plain integer arguments.
+        unsafe {
+            let mut stat: libc::stat = std::mem::zeroed();
+            if libc::fstat(fd, &mut stat) == 0 && (stat.st_mode & libc::S_IFMT) == libc::S_IFIFO {
+                libc::fcntl(fd, libc::F_SETPIPE_SZ, 1 << 20);
+            }
+        }
+    }
 }
 
 fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
@@ -469,7 +493,7 @@ struct Summary {
 }
 
 /// How much written output [`Summary`] holds before handing it on.
-const PENDING_BYTES: usize = 1 << 16;
+const PENDING_BYTES: usize = 1 << 18;
 
 /// One more under `key`; the key is copied only the first time.
 fn count(map: &mut BTreeMap<String, u64>, key: &str) {
