@@ -175,7 +175,10 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 "loaded    {}  [{} {}]  {}",
                 rule.meta.id,
                 rule.cloud,
-                if rule.operations.is_empty() && rule.services.is_empty() {
+                if rule.operations.is_empty()
+                    && rule.services.is_empty()
+                    && rule.principal_types.is_empty()
+                {
                     "fallback"
                 } else {
                     "indexed"

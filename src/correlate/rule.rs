@@ -424,6 +424,7 @@ fn parse_step(
                         cloud,
                         services: services.clone(),
                         operations: operations.clone(),
+                        principal_types: Vec::new(),
                         outcomes,
                         condition: condition.clone(),
                         tests: Vec::new(),

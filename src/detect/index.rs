@@ -6,7 +6,10 @@
 //! - operation only (Sigma rules often give `eventName` alone):
 //!   `by_cloud_operation[cloud]["operation"]`;
 //! - service only: `by_service["cloud|service"]`;
-//! - neither: the short per-cloud fallback list.
+//! - neither, but the identity type (CloudTrail `userIdentity.type`, which
+//!   Sigma rules about the root user or role sessions fix):
+//!   `by_principal_type[cloud]["type"]`;
+//! - none of these: the short per-cloud fallback list.
 //!
 //! Keys are lower-cased: Azure writes operation names in any case. An event's
 //! lookup key `cloud|service|operation` is built once, in a stack buffer
@@ -27,6 +30,7 @@ pub struct RuleIndex {
     by_operation: HashMap<Box<str>, Vec<u32>>,
     by_cloud_operation: [HashMap<Box<str>, Vec<u32>>; 3],
     by_service: HashMap<Box<str>, Vec<u32>>,
+    by_principal_type: [HashMap<Box<str>, Vec<u32>>; 3],
     fallback: [Vec<u32>; 3],
 }
 
@@ -81,6 +85,14 @@ impl RuleIndex {
                             .push(i);
                     }
                 }
+                (true, true) if !rule.principal_types.is_empty() => {
+                    for kind in &rule.principal_types {
+                        index.by_principal_type[cloud_slot(rule.cloud)]
+                            .entry(owned_key(&[kind]))
+                            .or_default()
+                            .push(i);
+                    }
+                }
                 (true, true) => index.fallback[cloud_slot(rule.cloud)].push(i),
             }
         }
@@ -111,6 +123,16 @@ impl RuleIndex {
                 f(i);
             }
         });
+        let by_type = &self.by_principal_type[slot];
+        if let Some(kind) = event.principal.native_type.as_deref()
+            && !by_type.is_empty()
+        {
+            LowerKey::with(&[kind], |key| {
+                for &i in lookup(by_type, key) {
+                    f(i);
+                }
+            });
+        }
         for &i in &self.fallback[slot] {
             f(i);
         }

@@ -254,6 +254,10 @@ pub struct Rule {
     pub services: Vec<String>,
     /// Lower-cased; empty means any operation.
     pub operations: Vec<String>,
+    /// The identity types (CloudTrail `userIdentity.type`) the rule needs,
+    /// lower-cased; empty means any. Indexes a rule that fixes neither
+    /// service nor operation, which every event would otherwise check.
+    pub principal_types: Vec<String>,
     pub outcomes: OutcomeSet,
     pub condition: Condition,
     pub tests: Vec<RuleTest>,
@@ -344,6 +348,7 @@ fn compile_rule(raw: RawRule, path: &Path) -> Result<Rule, String> {
         cloud: raw.cloud,
         services,
         operations,
+        principal_types: Vec::new(),
         outcomes,
         condition,
         tests,

@@ -431,7 +431,11 @@ fn compile(rule: &SigmaRule, path: &Path) -> Result<Rule, String> {
     } else {
         Condition::AnyOf(compiled)
     };
-    let (services, operations) = index_keys(rule, source);
+    let IndexKeys {
+        services,
+        operations,
+        principal_types,
+    } = index_keys(rule, source);
     let id = rule
         .id
         .clone()
@@ -457,6 +461,7 @@ fn compile(rule: &SigmaRule, path: &Path) -> Result<Rule, String> {
         cloud: source.cloud(),
         services,
         operations,
+        principal_types,
         // Sigma matches whatever the log says; outcomes are fields like any other.
         outcomes: OutcomeSet::ANY,
         condition,
@@ -750,25 +755,79 @@ fn value_matcher(
 }
 
 /// Operations and services fixed by a selection the condition requires.
-fn index_keys(rule: &SigmaRule, source: Source) -> (Vec<String>, Vec<String>) {
-    let mut services = Vec::new();
-    let mut operations = Vec::new();
-    let mut required = Vec::new();
-    if rule.detection.conditions.len() == 1 {
-        required_identifiers(rule, &rule.detection.conditions[0], &mut required);
+/// What a rule is indexed by (see [`RuleIndex`](super::index::RuleIndex)):
+/// the values the condition needs the service, the operation, or the
+/// identity type to hold.
+struct IndexKeys {
+    services: Vec<String>,
+    operations: Vec<String>,
+    principal_types: Vec<String>,
+}
+
+fn index_keys(rule: &SigmaRule, source: Source) -> IndexKeys {
+    let fixed = |is_field: &dyn Fn(&str) -> bool| match rule.detection.conditions.as_slice() {
+        [condition] => fixed_values(rule, condition, is_field).unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    IndexKeys {
+        services: fixed(&|name| source.is_service_field(name)),
+        operations: fixed(&|name| source.is_operation_field(name)),
+        principal_types: match source {
+            Source::CloudTrail => fixed(&|name| name == "userIdentity.type"),
+            _ => Vec::new(),
+        },
     }
-    for name in required {
-        let Some(Detection::AllOf(items)) = rule.detection.named.get(&name) else {
-            continue;
-        };
-        for item in items {
-            let Some(field) = item.field.name.as_deref() else {
-                continue;
-            };
-            if !item.field.modifiers.is_empty() {
-                continue;
+}
+
+/// The plain values (lower-cased) one of the fields `is_field` names must
+/// hold for `expr` to hold; `None` when `expr` does not pin them. Under an
+/// AND, the first part that pins them (the rule's own condition still
+/// applies the rest); under an OR (`1 of`), the union, when every branch
+/// pins them.
+fn fixed_values(
+    rule: &SigmaRule,
+    expr: &ConditionExpr,
+    is_field: &dyn Fn(&str) -> bool,
+) -> Option<Vec<String>> {
+    let named = |name: &String| {
+        rule.detection
+            .named
+            .get(name)
+            .and_then(|d| fixed_in(d, is_field))
+    };
+    match expr {
+        ConditionExpr::Identifier(name) => named(name),
+        ConditionExpr::And(parts) => parts.iter().find_map(|p| fixed_values(rule, p, is_field)),
+        ConditionExpr::Or(parts) => union(parts.iter().map(|p| fixed_values(rule, p, is_field))),
+        ConditionExpr::Selector {
+            quantifier,
+            pattern,
+        } => {
+            let mut names = rule
+                .detection
+                .named
+                .keys()
+                .filter(|name| pattern.matches_detection_name(name));
+            match quantifier {
+                SigmaQuantifier::All => names.find_map(named),
+                SigmaQuantifier::Any => union(names.map(named)),
+                SigmaQuantifier::Count(_) => None,
             }
-            let plain: Option<Vec<String>> = item
+        }
+        ConditionExpr::Not(_) => None,
+    }
+}
+
+/// A detection's pinned values: a plain (no modifier, no wildcard) item of
+/// the field in a mapping; in a list of mappings, the union.
+fn fixed_in(detection: &Detection, is_field: &dyn Fn(&str) -> bool) -> Option<Vec<String>> {
+    match detection {
+        Detection::AllOf(items) => items.iter().find_map(|item| {
+            let field = item.field.name.as_deref()?;
+            if !is_field(field) || !item.field.modifiers.is_empty() {
+                return None;
+            }
+            let values: Option<Vec<String>> = item
                 .values
                 .iter()
                 .map(|v| match v {
@@ -778,39 +837,24 @@ fn index_keys(rule: &SigmaRule, source: Source) -> (Vec<String>, Vec<String>) {
                     _ => None,
                 })
                 .collect();
-            let Some(values) = plain.filter(|v| !v.is_empty()) else {
-                continue;
-            };
-            if source.is_operation_field(field) && operations.is_empty() {
-                operations = values;
-            } else if source.is_service_field(field) && services.is_empty() {
-                services = values;
+            values.filter(|v| !v.is_empty())
+        }),
+        Detection::AnyOf(parts) => union(parts.iter().map(|d| fixed_in(d, is_field))),
+        _ => None,
+    }
+}
+
+/// Every branch's values, when every branch (and at least one) has some.
+fn union(branches: impl Iterator<Item = Option<Vec<String>>>) -> Option<Vec<String>> {
+    let mut all: Vec<String> = Vec::new();
+    for values in branches {
+        for value in values? {
+            if !all.contains(&value) {
+                all.push(value);
             }
         }
     }
-    (services, operations)
-}
-
-/// Identifiers that must hold for the condition to hold (positive, under ANDs,
-/// including every name an `all of pattern` selector covers).
-fn required_identifiers(rule: &SigmaRule, expr: &ConditionExpr, out: &mut Vec<String>) {
-    match expr {
-        ConditionExpr::Identifier(name) => out.push(name.clone()),
-        ConditionExpr::And(parts) => parts
-            .iter()
-            .for_each(|p| required_identifiers(rule, p, out)),
-        ConditionExpr::Selector {
-            quantifier: SigmaQuantifier::All,
-            pattern,
-        } => out.extend(
-            rule.detection
-                .named
-                .keys()
-                .filter(|name| pattern.matches_detection_name(name))
-                .cloned(),
-        ),
-        _ => {}
-    }
+    (!all.is_empty()).then_some(all)
 }
 
 #[cfg(test)]
@@ -827,6 +871,95 @@ mod tests {
             ControlFlow::Continue(())
         });
         out
+    }
+
+    /// One CloudTrail Sigma rule with this detection block, compiled.
+    fn rule_with(detection: &str) -> Rule {
+        let text = format!(
+            "title: t\nid: 00000000-0000-4000-8000-000000000001\nlogsource:\n  product: aws\n  service: cloudtrail\ndetection:\n{detection}\nlevel: high\n"
+        );
+        let mut load = load_sigma_text(&text, Path::new("t.yml"));
+        assert!(load.rejected.is_empty(), "{:?}", load.rejected);
+        load.rules.remove(0)
+    }
+
+    /// What pins a rule in the index: the values every way the condition
+    /// can hold needs, in the service, the operation or the identity type.
+    #[test]
+    fn rules_are_indexed_by_what_every_branch_of_their_condition_needs() {
+        let keys = |r: &Rule| {
+            (
+                r.services.clone(),
+                r.operations.clone(),
+                r.principal_types.clone(),
+            )
+        };
+        let v = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Either of two calls: indexed under both.
+        let saml = rule_with(
+            "  selection_sts:\n    eventSource: sts.amazonaws.com\n    eventName: AssumeRoleWithSAML\n  selection_iam:\n    eventSource: iam.amazonaws.com\n    eventName: UpdateSAMLProvider\n  condition: 1 of selection_*",
+        );
+        assert_eq!(
+            keys(&saml),
+            (
+                v(&["sts.amazonaws.com", "iam.amazonaws.com"]),
+                v(&["assumerolewithsaml", "updatesamlprovider"]),
+                v(&[])
+            )
+        );
+        // A branch that needs no operation: no operation pinned.
+        let open = rule_with(
+            "  a:\n    eventName: DeleteTrail\n  b:\n    userAgent|contains: evil\n  condition: a or b",
+        );
+        assert_eq!(keys(&open), (v(&[]), v(&[]), v(&[])));
+        // The identity type, when nothing else is pinned; a negated part pins nothing.
+        let root = rule_with(
+            "  selection:\n    userIdentity.type: Root\n  filter:\n    eventType: AwsServiceEvent\n  condition: selection and not filter",
+        );
+        assert_eq!(keys(&root), (v(&[]), v(&[]), v(&["root"])));
+        let not_root =
+            rule_with("  selection:\n    userIdentity.type: Root\n  condition: not selection");
+        assert_eq!(keys(&not_root), (v(&[]), v(&[]), v(&[])));
+        // A list of mappings is a union; a modifier or a wildcard pins nothing.
+        let list = rule_with(
+            "  selection:\n    - userIdentity.type: AssumedRole\n    - userIdentity.type: [FederatedUser, Root]\n  condition: selection",
+        );
+        assert_eq!(
+            keys(&list),
+            (v(&[]), v(&[]), v(&["assumedrole", "federateduser", "root"]))
+        );
+        for loose in [
+            "  selection:\n    userIdentity.type|contains: Root\n  condition: selection",
+            "  selection:\n    userIdentity.type: Ro*\n  condition: selection",
+            "  selection:\n    - userIdentity.type: Root\n    - userAgent: x\n  condition: selection",
+        ] {
+            assert_eq!(keys(&rule_with(loose)), (v(&[]), v(&[]), v(&[])), "{loose}");
+        }
+
+        // The index hands a type-pinned rule to events of that type, in any
+        // case, and only to them; the rule decides the rest.
+        let set = crate::detect::engine::RuleSet::new(vec![root]);
+        assert_eq!(set.index().fallback_len(), 0);
+        let decoder = Decoder::new(FormatHint::Auto, Limits::default());
+        for (kind, event_type, candidate, matched) in [
+            ("Root", "AwsApiCall", true, true),
+            ("ROOT", "AwsApiCall", true, true),
+            ("Root", "AwsServiceEvent", true, false),
+            ("IAMUser", "AwsApiCall", false, false),
+        ] {
+            let record = format!(
+                r#"{{"eventVersion":"1.09","userIdentity":{{"type":"{kind}","arn":"arn:aws:iam::1:root"}},"eventTime":"2025-03-01T10:00:00Z","eventSource":"s3.amazonaws.com","eventName":"ListBuckets","eventType":"{event_type}","eventID":"e"}}"#
+            );
+            decoder.decode(record.as_bytes(), &mut |d| {
+                let event = d.result.unwrap();
+                let mut candidates = 0;
+                set.index().candidates(&event, |_| candidates += 1);
+                assert_eq!(candidates == 1, candidate, "{kind} {event_type}");
+                let mut matches = 0;
+                set.matching(&event, |_| matches += 1);
+                assert_eq!(matches == 1, matched, "{kind} {event_type}");
+            });
+        }
     }
 
     /// CloudTrail fields read from the normalized event give what the
