@@ -747,15 +747,25 @@ impl Pieces {
             return None;
         }
         let rest = &bytes[*start..];
-        let cut = if rest.len() <= self.size {
-            rest.len()
+        // Cut as a reader cuts: the first piece takes in the bytes read to
+        // see that the file is JSON Lines; a piece ends at the last line
+        // end among the bytes read so far, and a line longer than that
+        // reads on a piece's size at a time. The pieces, and so the rounds
+        // and the order of events that tie, are those of a file read
+        // through a reader.
+        let mut end = if *start == 0 {
+            self.size.max(bytes.len().min(PIECE_PROBE_BYTES))
         } else {
-            // The last line end among the next `size` bytes; a line longer
-            // than that whole, to its end.
-            match memchr::memrchr(b'\n', &rest[..self.size]) {
-                Some(at) => at + 1,
-                None => memchr::memchr(b'\n', &rest[self.size..])
-                    .map_or(rest.len(), |at| self.size + at + 1),
+            self.size
+        };
+        let mut searched = 0;
+        let cut = loop {
+            if rest.len() < end {
+                break rest.len();
+            }
+            match memchr::memrchr(b'\n', &rest[searched..end]) {
+                Some(at) => break searched + at + 1,
+                None => (searched, end) = (end, end + self.size),
             }
         };
         let range = *start..*start + cut;
@@ -878,7 +888,51 @@ mod tests {
         }
         assert!(pieces.done());
         assert!(pieces.next_piece().unwrap().is_none());
+        // Cut where a reader cuts, its first piece starting with the bytes
+        // read to see the file is JSON Lines.
+        let head = text.len().min(PIECE_PROBE_BYTES);
+        let mut read = Pieces::new(
+            Box::new(std::io::Cursor::new(text[head..].to_vec())),
+            text[..head].to_vec(),
+            size,
+            None,
+        );
+        let mut cuts = Vec::new();
+        while let Some(piece) = read.next_piece().unwrap() {
+            cuts.push((piece.first_line, piece.text.len()));
+        }
+        let mapped_cuts: Vec<_> = out.iter().map(|p| (p.first_line, p.text.len())).collect();
+        assert_eq!(mapped_cuts, cuts, "size {size}");
         out
+    }
+
+    /// A mapped file is cut where a reader cuts it, into the same lines.
+    #[test]
+    fn a_mapped_file_is_cut_where_a_reader_cuts_it() {
+        let mut text = Vec::new();
+        let mut i = 0;
+        while text.len() < 3 * PIECE_PROBE_BYTES {
+            // Lines of varied length, one longer than the smaller pieces.
+            let pad = if i == 40_000 { 70_000 } else { i % 97 };
+            text.extend_from_slice(
+                format!("{{\"n\":{i},\"p\":\"{}\"}}\n", "x".repeat(pad)).as_bytes(),
+            );
+            i += 1;
+        }
+        text.extend_from_slice(b"{\"n\":\"last\"}");
+        for size in [64 << 10, PIECE_PROBE_BYTES, 2 << 20] {
+            let pieces = mapped_pieces_of(&text, size);
+            assert!(pieces.len() > 1, "size {size}");
+            let joined: Vec<u8> = pieces.iter().flat_map(|p| p.text.to_vec()).collect();
+            assert_eq!(joined, text, "size {size}");
+            let mut next_line = 1;
+            for piece in &pieces {
+                assert_eq!(piece.first_line, next_line, "size {size}");
+                assert_eq!(piece.lines, bytecount::count(&piece.text, b'\n') as u64);
+                next_line += piece.lines;
+            }
+            assert_eq!(next_line, i as u64 + 1);
+        }
     }
 
     #[test]
@@ -920,14 +974,8 @@ mod tests {
         }
         // No line end after the last line.
         text.extend_from_slice(b"{\"n\":500}");
-        let sizes = [1, 64, 100, 4096, text.len(), text.len() * 2];
-        // Read through a reader, and (a file larger than a piece) mapped.
-        let read = sizes.map(|size| (size, pieces_of(&text, size)));
-        let mapped = sizes
-            .iter()
-            .filter(|&&size| size < text.len())
-            .map(|&size| (size, mapped_pieces_of(&text, size)));
-        for (size, pieces) in read.into_iter().chain(mapped) {
+        for size in [1, 64, 100, 4096, text.len(), text.len() * 2] {
+            let pieces = pieces_of(&text, size);
             let joined: Vec<u8> = pieces.iter().flat_map(|p| p.text.to_vec()).collect();
             assert_eq!(joined, text, "size {size}");
             let mut next_line = 1;
