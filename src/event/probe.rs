@@ -643,18 +643,40 @@ enum IdentityField {
 }
 
 impl IdentityField {
-    const NAMES: [&'static str; 10] = [
-        "type",
-        "principalId",
-        "arn",
-        "accountId",
-        "accessKeyId",
-        "userName",
-        "invokedBy",
-        "identityProvider",
-        "sessionContext",
-        "onBehalfOf",
-    ];
+    /// Matched as `#[derive(Deserialize)]` and [`Key::from_name`] match: a
+    /// jump on the length, then one comparison.
+    fn from_name(name: &str) -> IdentityField {
+        match name {
+            "type" => IdentityField::Kind,
+            "principalId" => IdentityField::PrincipalId,
+            "arn" => IdentityField::Arn,
+            "accountId" => IdentityField::AccountId,
+            "accessKeyId" => IdentityField::AccessKeyId,
+            "userName" => IdentityField::UserName,
+            "invokedBy" => IdentityField::InvokedBy,
+            "identityProvider" => IdentityField::IdentityProvider,
+            "sessionContext" => IdentityField::SessionContext,
+            "onBehalfOf" => IdentityField::OnBehalfOf,
+            _ => IdentityField::Other,
+        }
+    }
+
+    /// The name as CloudTrail writes it (in a duplicate field's error).
+    fn name(self) -> &'static str {
+        match self {
+            IdentityField::Kind => "type",
+            IdentityField::PrincipalId => "principalId",
+            IdentityField::Arn => "arn",
+            IdentityField::AccountId => "accountId",
+            IdentityField::AccessKeyId => "accessKeyId",
+            IdentityField::UserName => "userName",
+            IdentityField::InvokedBy => "invokedBy",
+            IdentityField::IdentityProvider => "identityProvider",
+            IdentityField::SessionContext => "sessionContext",
+            IdentityField::OnBehalfOf => "onBehalfOf",
+            IdentityField::Other => "",
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for IdentityField {
@@ -666,22 +688,7 @@ impl<'de> Deserialize<'de> for IdentityField {
                 f.write_str("field identifier")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<IdentityField, E> {
-                const FIELDS: [IdentityField; 10] = [
-                    IdentityField::Kind,
-                    IdentityField::PrincipalId,
-                    IdentityField::Arn,
-                    IdentityField::AccountId,
-                    IdentityField::AccessKeyId,
-                    IdentityField::UserName,
-                    IdentityField::InvokedBy,
-                    IdentityField::IdentityProvider,
-                    IdentityField::SessionContext,
-                    IdentityField::OnBehalfOf,
-                ];
-                Ok(IdentityField::NAMES
-                    .iter()
-                    .position(|name| *name == v)
-                    .map_or(IdentityField::Other, |i| FIELDS[i]))
+                Ok(IdentityField::from_name(v))
             }
         }
         deserializer.deserialize_identifier(FieldVisitor)
@@ -718,9 +725,7 @@ impl<'de> Visitor<'de> for IdentityVisitor<'_, 'de> {
             }
             let bit = 1u16 << field as u16;
             if seen & bit != 0 {
-                return Err(de::Error::duplicate_field(
-                    IdentityField::NAMES[field as usize],
-                ));
+                return Err(de::Error::duplicate_field(field.name()));
             }
             seen |= bit;
             let text = match field {
