@@ -803,11 +803,15 @@ fn fixed_values(
             quantifier,
             pattern,
         } => {
-            let mut names = rule
+            // The names in order: the map's own order changes from run to run.
+            let mut names: Vec<&String> = rule
                 .detection
                 .named
                 .keys()
-                .filter(|name| pattern.matches_detection_name(name));
+                .filter(|name| pattern.matches_detection_name(name))
+                .collect();
+            names.sort_unstable();
+            let mut names = names.into_iter();
             match quantifier {
                 SigmaQuantifier::All => names.find_map(named),
                 SigmaQuantifier::Any => union(names.map(named)),
@@ -844,16 +848,15 @@ fn fixed_in(detection: &Detection, is_field: &dyn Fn(&str) -> bool) -> Option<Ve
     }
 }
 
-/// Every branch's values, when every branch (and at least one) has some.
+/// Every branch's values, sorted, when every branch (and at least one) has
+/// some.
 fn union(branches: impl Iterator<Item = Option<Vec<String>>>) -> Option<Vec<String>> {
     let mut all: Vec<String> = Vec::new();
     for values in branches {
-        for value in values? {
-            if !all.contains(&value) {
-                all.push(value);
-            }
-        }
+        all.extend(values?);
     }
+    all.sort_unstable();
+    all.dedup();
     (!all.is_empty()).then_some(all)
 }
 
@@ -902,7 +905,7 @@ mod tests {
         assert_eq!(
             keys(&saml),
             (
-                v(&["sts.amazonaws.com", "iam.amazonaws.com"]),
+                v(&["iam.amazonaws.com", "sts.amazonaws.com"]),
                 v(&["assumerolewithsaml", "updatesamlprovider"]),
                 v(&[])
             )
