@@ -88,6 +88,11 @@ pub struct BenchArgs {
     /// Length of the latency phase.
     #[arg(long, default_value_t = 30)]
     pub latency_seconds: u64,
+    /// The latency phase's producer linger (`linger.ms`). A record's Kafka
+    /// time is stamped when the producer takes it, so its linger counts in
+    /// every latency below unless the broker stamps append times.
+    #[arg(long, default_value_t = 5)]
+    pub latency_linger_ms: u32,
     /// CloudTrail records for the Sigma comparison.
     #[arg(long, default_value_t = 500_000)]
     pub sigma_events: u64,
@@ -705,7 +710,12 @@ fn latency(
         rate,
         args.latency_seconds
     );
-    let producer = producer(&args.brokers, acks.clone(), "5", &args.compression)?;
+    let producer = producer(
+        &args.brokers,
+        acks.clone(),
+        &args.latency_linger_ms.to_string(),
+        &args.compression,
+    )?;
     let mut generator = generator(
         run as u64 + 100,
         vec![Cloud::Aws, Cloud::Azure, Cloud::Gcp],
