@@ -159,14 +159,16 @@ fn committed(brokers: &str, group: &str) -> i64 {
 fn messages_become_findings_and_broken_records_are_dead_lettered() {
     let cluster = cluster();
     let brokers = cluster.bootstrap_servers();
-    let records = produce(&brokers, 300);
+    // More records than the consumer hands over in one burst, all waiting
+    // when it starts: none may fall between two bursts.
+    let records = produce(&brokers, 2500);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("outbox.jsonl");
     let sink: Arc<dyn FindingSink> = Arc::new(JsonlOutbox::open(&path).unwrap());
     let (result, metrics) = run_until(&kafka(&brokers, "g1"), sink, records.len() as u64);
     let summary = result.unwrap();
     assert_eq!(summary.messages, records.len() as u64);
-    assert_eq!(summary.events, 300);
+    assert_eq!(summary.events, 2500);
     assert_eq!(summary.dead_lettered, 2);
     assert_eq!(metrics.total_errors(), 2);
 

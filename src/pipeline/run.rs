@@ -35,10 +35,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use futures_util::{FutureExt, StreamExt};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
@@ -104,7 +105,7 @@ pub fn commit_lag<C: ConsumerContext>(
 
 enum Work {
     /// A message, and when the consumer handed it over.
-    Message(OwnedMessage, Instant),
+    Message(Received, Instant),
     /// Flush, drop the correlation state of these partitions, acknowledge.
     Revoke(Vec<(String, i32)>, SyncSender<()>),
     /// Shutdown: flush, release what the correlation streams hold (up to the
@@ -193,6 +194,73 @@ impl PipelineContext {
                 messages,
             ));
         }
+    }
+}
+
+/// A message as the consumer handed it over, read where librdkafka holds
+/// it: not copied on the consumer's thread, which is the pipeline's one
+/// serial step.
+///
+/// Its lifetime is cut loose from the consumer's borrow so that it can
+/// cross to a worker. That is sound because librdkafka only needs a message
+/// destroyed before its consumer, and the consumer outlives every
+/// `Received`: each is dropped by a worker, or with the worker's channel,
+/// and the workers hold the consumer (in [`Shared`]) until they end.
+struct Received(BorrowedMessage<'static>);
+
+impl Received {
+    /// # Safety
+    /// The consumer `message` came from must outlive the `Received`.
+    unsafe fn new(message: BorrowedMessage<'_>) -> Received {
+        // SAFETY: only the lifetime changes; the caller keeps the consumer.
+        Received(unsafe {
+            std::mem::transmute::<BorrowedMessage<'_>, BorrowedMessage<'static>>(message)
+        })
+    }
+}
+
+impl std::ops::Deref for Received {
+    type Target = BorrowedMessage<'static>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+/// The most messages handed over between two looks at the stop flag.
+const BURST: usize = 1024;
+
+/// `first`, then up to `limit - 1` more that `ready` has without waiting,
+/// each taken from `ready` only when asked for: none is taken and dropped.
+struct Burst<T, F> {
+    first: Option<T>,
+    left: usize,
+    ready: F,
+}
+
+impl<T, F: FnMut() -> Option<T>> Burst<T, F> {
+    fn new(first: T, limit: usize, ready: F) -> Self {
+        Burst {
+            first: Some(first),
+            left: limit,
+            ready,
+        }
+    }
+}
+
+impl<T, F: FnMut() -> Option<T>> Iterator for Burst<T, F> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let item = self.first.take().or_else(&mut self.ready);
+        if item.is_none() {
+            self.left = 0;
+        }
+        item
     }
 }
 
@@ -440,10 +508,12 @@ pub async fn run(
         .unwrap_or_else(|e| e.into_inner()) = senders.clone();
     tracing::info!(topics = ?topics, workers = n, group = %kafka.group_id, "consuming");
 
-    let mut lag_check = tokio::time::Instant::now();
+    let mut lag_check = Instant::now();
+    // One stream for the whole run: what is ready is taken without a timer.
+    let mut messages = consumer.stream();
     while !stop.load(Ordering::Relaxed) && !shared.failed.load(Ordering::Relaxed) {
         if lag_check.elapsed() >= Duration::from_secs(10) {
-            lag_check = tokio::time::Instant::now();
+            lag_check = Instant::now();
             let (lag_consumer, metrics) = (consumer.clone(), shared.metrics.clone());
             // Broker round trips: off the consumer task.
             tokio::task::spawn_blocking(move || {
@@ -455,32 +525,44 @@ pub async fn run(
                 tracing::info!(commit_lag = total, "commit lag");
             });
         }
-        let message = match tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await
-        {
-            Err(_) => continue,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "kafka consumer error");
-                continue;
-            }
-            Ok(Ok(message)) => message.detach(),
+        let Ok(Some(first)) =
+            tokio::time::timeout(Duration::from_millis(100), messages.next()).await
+        else {
+            continue;
         };
-        let worker = &senders[message.partition().unsigned_abs() as usize % n];
-        let mut work = Work::Message(message, Instant::now());
-        // Backpressure: wait for room, but keep noticing a stop.
-        loop {
-            match worker.try_send(work) {
-                Ok(()) => break,
-                Err(TrySendError::Full(back)) => {
-                    work = back;
-                    if shared.failed.load(Ordering::Relaxed) {
-                        break;
+        // What arrived with it is taken without waiting, stamped with the
+        // same hand-over time (a clock read per burst, not per message).
+        let mut at = Instant::now();
+        let ready = || messages.next().now_or_never().flatten();
+        for result in Burst::new(first, BURST, ready) {
+            match result {
+                Ok(message) => {
+                    // SAFETY: `shared`, which every worker holds, holds the
+                    // consumer: it outlives the message.
+                    let message = unsafe { Received::new(message) };
+                    let worker = &senders[message.partition().unsigned_abs() as usize % n];
+                    let mut work = Work::Message(message, at);
+                    // Backpressure: wait for room, but keep noticing a stop.
+                    loop {
+                        match worker.try_send(work) {
+                            Ok(()) => break,
+                            Err(TrySendError::Full(back)) => {
+                                work = back;
+                                if shared.failed.load(Ordering::Relaxed) {
+                                    break;
+                                }
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                                at = Instant::now();
+                            }
+                            Err(TrySendError::Disconnected(_)) => break,
+                        }
                     }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
-                Err(TrySendError::Disconnected(_)) => break,
+                Err(e) => tracing::warn!(error = %e, "kafka consumer error"),
             }
         }
     }
+    drop(messages);
 
     // Drain: every worker finishes its queue (storing offsets) and releases
     // its correlation streams into the outbox, then commit.
@@ -613,7 +695,7 @@ fn worker(rx: Receiver<Work>, shared: &Shared) {
     let mut decoders: HashMap<String, Decoder> = HashMap::new();
     let mut scratch = Scratch::default();
     let mut local = LocalMetrics::default();
-    let mut batch: Vec<OwnedMessage> = Vec::with_capacity(shared.batch);
+    let mut batch: Vec<Received> = Vec::with_capacity(shared.batch);
     let mut received: Vec<Instant> = Vec::with_capacity(shared.batch);
     loop {
         if last_idle_check.elapsed() >= Duration::from_secs(1) {
@@ -743,7 +825,7 @@ fn worker(rx: Receiver<Work>, shared: &Shared) {
 
 fn process_batch(
     shared: &Shared,
-    batch: &[OwnedMessage],
+    batch: &[Received],
     received: &[Instant],
     streams: &mut HashMap<(String, i32), Stream>,
     decoders: &mut HashMap<String, Decoder>,
@@ -835,7 +917,7 @@ fn process_batch(
 
 fn dead_letter(
     shared: &Shared,
-    batch: &[OwnedMessage],
+    batch: &[Received],
     dead: &[(usize, Vec<u8>, &'static str, String)],
     local: &mut LocalMetrics,
 ) -> Result<(), PipelineError> {
@@ -904,6 +986,24 @@ fn dead_letter(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A burst stops at its limit or when nothing is ready, and takes from
+    /// the source only what it hands over.
+    #[test]
+    fn a_burst_takes_only_what_it_hands_over() {
+        let mut source = 1..2500;
+        let taken: Vec<u32> = Burst::new(0, 1024, || source.next()).collect();
+        assert_eq!(taken, (0..1024).collect::<Vec<_>>());
+        assert_eq!(source.next(), Some(1024));
+        // Nothing ready: the first alone, and the source is not asked again.
+        let mut asked = 0;
+        let taken: Vec<u32> = Burst::new(7, 1024, || {
+            asked += 1;
+            None
+        })
+        .collect();
+        assert_eq!((taken, asked), (vec![7], 1));
+    }
 
     /// The consumer's own defaults apply, and the configuration's properties
     /// win over them.
