@@ -80,7 +80,7 @@ impl Default for KafkaConfig {
             warm_up: "2h".into(),
             workers: 0,
             queue: 10_000,
-            batch: 500,
+            batch: 2000,
             security: SecurityConfig::default(),
             properties: BTreeMap::new(),
         }
