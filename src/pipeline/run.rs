@@ -381,7 +381,6 @@ struct Shared {
     failure: Mutex<Option<String>>,
 }
 
-/// The consumer settings on top of the shared client settings.
 /// Consumer properties seamwatch sets unless the configuration names them:
 /// librdkafka's defaults stall a consumer that keeps up. When its prefetch
 /// queue is full (`queued.max.messages.kbytes`, 64 MB by default) it waits
@@ -394,6 +393,7 @@ pub const CONSUMER_DEFAULTS: [(&str, &str); 2] = [
     ("queued.max.messages.kbytes", "16384"),
 ];
 
+/// The consumer settings on top of the shared client settings.
 pub fn consumer_config(kafka: &KafkaConfig, client: &ClientConfig) -> ClientConfig {
     let mut config = client.clone();
     for (key, value) in CONSUMER_DEFAULTS {
