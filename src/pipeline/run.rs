@@ -227,7 +227,7 @@ impl std::ops::Deref for Received {
     }
 }
 
-/// The most messages handed over between two looks at the stop flag.
+/// The most messages handed over before the consumer looks at its timers.
 const BURST: usize = 1024;
 
 /// `first`, then up to `limit - 1` more that `ready` has without waiting,
@@ -559,6 +559,10 @@ pub async fn run(
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "kafka consumer error"),
+            }
+            // A stop ends the burst: what is not handed over is not taken.
+            if stop.load(Ordering::Relaxed) {
+                break;
             }
         }
     }
