@@ -27,8 +27,8 @@ use std::path::Path;
 use rsigma_parser::value::{SpecialChar, StringPart};
 use rsigma_parser::{
     ConditionExpr, ConditionOperator, CorrelationCondition, CorrelationRule, CorrelationType,
-    Detection, DetectionItem, Level, Modifier, Quantifier as SigmaQuantifier, SigmaRule,
-    SigmaValue, WindowMode,
+    Detection, DetectionItem, Level, Modifier, Quantifier as SigmaQuantifier, SelectorPattern,
+    SigmaRule, SigmaValue, WindowMode,
 };
 
 use super::condition::{CmpOp, Condition, EventField, FieldSource, Matcher, Quantifier};
@@ -501,13 +501,7 @@ fn compile_expr(
             quantifier,
             pattern,
         } => {
-            let mut names: Vec<&String> = rule
-                .detection
-                .named
-                .keys()
-                .filter(|n| pattern.matches_detection_name(n))
-                .collect();
-            names.sort();
+            let names = selected(rule, pattern);
             if names.is_empty() {
                 return Err(format!("selector `{pattern}` matches no detection"));
             }
@@ -754,6 +748,19 @@ fn value_matcher(
     })
 }
 
+/// The detections a selector (`1 of selection_*`) names, in name order: the
+/// map's own order changes from run to run.
+fn selected<'r>(rule: &'r SigmaRule, pattern: &SelectorPattern) -> Vec<&'r String> {
+    let mut names: Vec<&String> = rule
+        .detection
+        .named
+        .keys()
+        .filter(|name| pattern.matches_detection_name(name))
+        .collect();
+    names.sort_unstable();
+    names
+}
+
 /// Operations and services fixed by a selection the condition requires.
 /// What a rule is indexed by (see [`RuleIndex`](super::index::RuleIndex)):
 /// the values the condition needs the service, the operation, or the
@@ -803,15 +810,7 @@ fn fixed_values(
             quantifier,
             pattern,
         } => {
-            // The names in order: the map's own order changes from run to run.
-            let mut names: Vec<&String> = rule
-                .detection
-                .named
-                .keys()
-                .filter(|name| pattern.matches_detection_name(name))
-                .collect();
-            names.sort_unstable();
-            let mut names = names.into_iter();
+            let mut names = selected(rule, pattern).into_iter();
             match quantifier {
                 SigmaQuantifier::All => names.find_map(named),
                 SigmaQuantifier::Any => union(names.map(named)),
