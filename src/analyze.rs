@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::correlate::rule::resolve;
-use crate::correlate::{CorrelationConfig, Correlator, Stream};
+use crate::correlate::{CorrelationConfig, Correlator, Observations, ObserveScratch, Stream};
 use crate::detect::finding::SourceRef;
 use crate::detect::loader::{LoadReport, Rejected};
 use crate::detect::{Detector, Finding, Matched, RuleSet};
@@ -104,6 +104,30 @@ impl Analyzer {
         out: &mut Vec<Finding>,
     ) {
         self.correlator.observe(stream, event, matched, source, out);
+    }
+
+    /// What the event's matches bring to the correlations, worked out
+    /// without a stream (on any thread), for [`Analyzer::correlate_prepared`].
+    pub fn observations(
+        &self,
+        event: &AuditEvent<'_>,
+        matched: &[u32],
+        source: SourceRef<'_>,
+        scratch: &mut ObserveScratch,
+    ) -> Observations {
+        self.correlator
+            .observations(event, matched, source, scratch)
+    }
+
+    /// [`Analyzer::correlate`] for observations worked out ahead: in
+    /// event-time order on one stream.
+    pub fn correlate_prepared(
+        &self,
+        stream: &mut Stream,
+        observations: &mut Observations,
+        out: &mut Vec<Finding>,
+    ) {
+        self.correlator.observe_prepared(stream, observations, out);
     }
 
     /// End of a finite input: releases what the stream still holds.

@@ -109,83 +109,99 @@ impl Hasher for IdHasher {
 }
 
 /// The event a finding is reported against (the one that completed a
-/// pattern, or opened a window), owned, in one allocation: the group label,
-/// account, region, service, operation, principal id and name, and the
-/// resources (one per line), back to back.
+/// pattern, or opened a window), owned: its group label, and the event's
+/// fields, shared by all of the event's observations.
 #[derive(Clone, Debug)]
 pub struct Ctx {
-    buf: String,
-    ends: [u32; 8],
+    text: Arc<EventText>,
+    /// Where the group label is in `text`.
+    label: (u32, u32),
+}
+
+/// An event's account, region, service, operation, principal id and name
+/// and resources (one per line), then the group labels of its
+/// observations, back to back in one allocation.
+#[derive(Debug)]
+struct EventText {
+    buf: Box<str>,
+    ends: [u32; 7],
     cloud: Cloud,
     kind: PrincipalKind,
 }
 
 impl Ctx {
     fn part(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.buf[start..self.ends[i] as usize]
+        let t = &self.text;
+        let start = if i == 0 { 0 } else { t.ends[i - 1] as usize };
+        t.buf.get(start..t.ends[i] as usize).unwrap_or("")
     }
     fn opt(&self, i: usize) -> Option<&str> {
         Some(self.part(i)).filter(|s| !s.is_empty())
     }
     fn label(&self) -> &str {
-        self.part(0)
+        let (start, end) = self.label;
+        self.text
+            .buf
+            .get(start as usize..end as usize)
+            .unwrap_or("")
+    }
+    fn cloud(&self) -> Cloud {
+        self.text.cloud
     }
     fn account(&self) -> Option<&str> {
-        self.opt(1)
+        self.opt(0)
     }
     fn region(&self) -> Option<&str> {
-        self.opt(2)
+        self.opt(1)
     }
     fn service(&self) -> &str {
-        self.part(3)
+        self.part(2)
     }
     fn operation(&self) -> &str {
-        self.part(4)
+        self.part(3)
     }
     fn principal(&self) -> FindingPrincipal {
         FindingPrincipal {
-            kind: self.kind,
-            id: self.opt(5).map(str::to_owned),
-            name: self.opt(6).map(str::to_owned),
+            kind: self.text.kind,
+            id: self.opt(4).map(str::to_owned),
+            name: self.opt(5).map(str::to_owned),
         }
     }
     fn resources(&self) -> impl Iterator<Item = &str> {
-        self.part(7).split('\n').filter(|r| !r.is_empty())
-    }
-
-    /// `buf` holds the label already.
-    fn build(mut buf: String, event: &AuditEvent<'_>) -> Ctx {
-        let mut ends = [0u32; 8];
-        ends[0] = buf.len() as u32;
-        let p = &event.principal;
-        let parts = [
-            event.account.as_deref(),
-            event.region.as_deref(),
-            Some(&*event.service),
-            Some(&*event.operation),
-            p.id.as_deref(),
-            p.name.as_deref(),
-        ];
-        for (i, part) in parts.into_iter().enumerate() {
-            buf.push_str(part.unwrap_or(""));
-            ends[i + 1] = buf.len() as u32;
-        }
-        for (i, r) in event.resources.iter().enumerate() {
-            if i > 0 {
-                buf.push('\n');
-            }
-            buf.push_str(&r.id);
-        }
-        ends[7] = buf.len() as u32;
-        Ctx {
-            buf,
-            ends,
-            cloud: event.cloud,
-            kind: p.kind,
-        }
+        self.part(6).split('\n').filter(|r| !r.is_empty())
     }
 }
+
+/// The event's fields for [`Ctx`], written into an observation's inline
+/// text (`buf` is empty); returns where each part ends.
+fn write_event_text(buf: &mut SmallVec<[u8; TEXT_INLINE]>, event: &AuditEvent<'_>) -> [u32; 7] {
+    let mut ends = [0u32; 7];
+    let p = &event.principal;
+    let parts = [
+        event.account.as_deref(),
+        event.region.as_deref(),
+        Some(&*event.service),
+        Some(&*event.operation),
+        p.id.as_deref(),
+        p.name.as_deref(),
+    ];
+    for (i, part) in parts.into_iter().enumerate() {
+        buf.extend_from_slice(part.unwrap_or("").as_bytes());
+        ends[i] = buf.len() as u32;
+    }
+    for (i, r) in event.resources.iter().enumerate() {
+        if i > 0 {
+            buf.push(b'\n');
+        }
+        buf.extend_from_slice(r.id.as_bytes());
+    }
+    ends[6] = buf.len() as u32;
+    ends
+}
+
+/// Bytes of event text an [`Observations`] holds without a heap
+/// allocation: the fields and two or three labels of a typical event.
+const TEXT_INLINE: usize = 384;
 
 /// Per-group state: 24 bytes of counters, the reporting event where the kind
 /// needs it later, and the evidence (the first event inline).
@@ -202,7 +218,7 @@ pub struct KeyState {
     step: u8,
     /// Sequence: events of the current step so far.
     progress: u8,
-    ctx: Option<Box<Ctx>>,
+    ctx: Option<Ctx>,
     /// The first one is the first step's event: a sequence's `differ`
     /// compares against its value.
     evidence: SmallVec<[Ev; 1]>,
@@ -272,6 +288,95 @@ fn needs_ctx(corr: &Correlation, steps: u8) -> bool {
     }
 }
 
+/// Reusable space for [`Correlator::observations`]: the group label being
+/// built, and the last source name interned (runs of one file or topic skip
+/// the interner).
+#[derive(Debug, Default)]
+pub struct ObserveScratch {
+    label: String,
+    last_source: Option<(String, Src)>,
+}
+
+impl ObserveScratch {
+    fn src(&mut self, names: &Names, source: SourceRef<'_>) -> Src {
+        let name = match source {
+            SourceRef::File { path, .. } => path,
+            SourceRef::Kafka { topic, .. } => topic,
+            SourceRef::Unknown => return names.src(source),
+        };
+        if let Some((last, src)) = &self.last_source
+            && last == name
+        {
+            return src.with_position(source);
+        }
+        let src = names.src(source);
+        self.last_source = Some((name.to_owned(), src));
+        src
+    }
+}
+
+/// What one event brings to the correlations, worked out from the event and
+/// its matches alone ([`Correlator::observations`]): no stream and no order
+/// are needed, so a replay does this on its decoding threads, where the
+/// event's bytes are still in cache. [`Correlator::observe_prepared`] then
+/// applies it to a stream in event-time order. Owns what it holds: the
+/// event itself may be gone by then.
+#[derive(Debug)]
+pub struct Observations {
+    /// Event time (ms); `None`: the event has none and is not correlated.
+    time: Option<i64>,
+    /// The tie-break between events of one millisecond.
+    tie: u64,
+    list: SmallVec<[Observation; 3]>,
+    /// Observations dropped because a group-by field was absent.
+    ungrouped: u32,
+    /// The event's fields then the labels of the observations that may
+    /// report it (see [`EventText`]), carried inline: the text is made where
+    /// the event's bytes are in cache, and its one allocation is made (and
+    /// later freed) by the thread that applies it.
+    text: SmallVec<[u8; TEXT_INLINE]>,
+    ends: [u32; 7],
+    cloud: Cloud,
+    kind: PrincipalKind,
+}
+
+impl Default for Observations {
+    fn default() -> Self {
+        Observations {
+            time: None,
+            tie: 0,
+            list: SmallVec::new(),
+            ungrouped: 0,
+            text: SmallVec::new(),
+            ends: [0; 7],
+            // Set with the text.
+            cloud: Cloud::Aws,
+            kind: PrincipalKind::Unknown,
+        }
+    }
+}
+
+impl Observations {
+    /// Whether the event feeds no correlation (it still moves time on).
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+/// One correlation an event takes part in: the steps it matched, its group
+/// key, the hash of its counted or compared value, and what the event is
+/// cited as.
+#[derive(Debug)]
+struct Observation {
+    corr: u16,
+    steps: u8,
+    key: u64,
+    ev: Ev,
+    /// Where the group label is in the text, when this observation may
+    /// report the event (see [`needs_ctx`]).
+    label: Option<(u32, u32)>,
+}
+
 /// One ordered input: a Kafka partition, or a replay. Owned by one worker.
 pub struct Stream {
     max_seen: i64,
@@ -290,10 +395,8 @@ pub struct Stream {
     /// Overrides the allowed lateness for this stream (a replay, which
     /// delivers in event-time order already).
     lateness: Option<i64>,
-    /// Scratch for group labels.
-    label: String,
-    /// The last source name interned, to skip the interner on runs of one file or topic.
-    last_source: Option<(String, Src)>,
+    /// Scratch for working out an event's observations.
+    scratch: ObserveScratch,
     /// Counters kept here and added to the shared ones now and then, so
     /// that workers do not bounce one cache line between cores per event.
     local: LocalCounters,
@@ -320,8 +423,7 @@ impl Default for Stream {
             deadlines: BinaryHeap::new(),
             muted: false,
             lateness: None,
-            label: String::new(),
-            last_source: None,
+            scratch: ObserveScratch::default(),
             local: LocalCounters::default(),
         }
     }
@@ -380,22 +482,6 @@ impl Stream {
     /// finding is emitted.
     pub fn set_muted(&mut self, muted: bool) {
         self.muted = muted;
-    }
-
-    fn src(&mut self, names: &Names, source: SourceRef<'_>) -> Src {
-        let name = match source {
-            SourceRef::File { path, .. } => path,
-            SourceRef::Kafka { topic, .. } => topic,
-            SourceRef::Unknown => return names.src(source),
-        };
-        if let Some((last, src)) = &self.last_source
-            && last == name
-        {
-            return src.with_position(source);
-        }
-        let src = names.src(source);
-        self.last_source = Some((name.to_owned(), src));
-        src
     }
 
     fn push(&mut self, key: PendingKey, payload: Payload) {
@@ -596,7 +682,8 @@ impl Correlator {
     }
 
     /// Feeds one event (and the indices of the rules it matched) to the
-    /// stream; appends the findings that become due to `out`.
+    /// stream; appends the findings that become due to `out`. The same as
+    /// [`Correlator::observations`] then [`Correlator::observe_prepared`].
     pub fn observe(
         &self,
         stream: &mut Stream,
@@ -605,11 +692,28 @@ impl Correlator {
         source: SourceRef<'_>,
         out: &mut Vec<Finding>,
     ) {
+        let mut observations = self.observations(event, matched, source, &mut stream.scratch);
+        self.observe_prepared(stream, &mut observations, out);
+    }
+
+    /// The half of [`Correlator::observe`] that needs neither the stream
+    /// nor event-time order: which correlation steps the event feeds, under
+    /// which group keys, and what it is cited as.
+    pub fn observations(
+        &self,
+        event: &AuditEvent<'_>,
+        matched: &[u32],
+        source: SourceRef<'_>,
+        scratch: &mut ObserveScratch,
+    ) -> Observations {
         let Some(time) = event.time else {
-            self.counters.untimed.fetch_add(1, Ordering::Relaxed);
-            return;
+            return Observations::default();
         };
         let t = time.timestamp_millis();
+        let mut observations = Observations {
+            time: Some(t),
+            ..Observations::default()
+        };
         let mut hits: SmallVec<[(u16, u8); 4]> = SmallVec::new();
         let mut add = |(c, s): StepRef| match hits.iter_mut().find(|(hc, _)| *hc == c) {
             Some((_, mask)) => *mask |= 1 << s,
@@ -625,7 +729,71 @@ impl Correlator {
             self.filter_steps.iter().copied().for_each(&mut add);
         }
         if !hits.is_empty() {
-            self.enqueue(stream, event, t, &hits, change, source, out);
+            self.enqueue(event, t, &hits, change, source, scratch, &mut observations);
+        }
+        observations
+    }
+
+    /// Applies what [`Correlator::observations`] made of an event to the
+    /// stream, in the order events arrive (taking its observations out);
+    /// appends the findings that become due to `out`.
+    pub fn observe_prepared(
+        &self,
+        stream: &mut Stream,
+        observations: &mut Observations,
+        out: &mut Vec<Finding>,
+    ) {
+        let Some(t) = observations.time else {
+            self.counters.untimed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        stream.local.ungrouped += u64::from(observations.ungrouped);
+        let text = observations
+            .list
+            .iter()
+            .any(|o| o.label.is_some())
+            .then(|| {
+                // Pieces of `&str` cut at their ends: valid UTF-8.
+                let buf = simdutf8::basic::from_utf8(&observations.text).unwrap_or_default();
+                Arc::new(EventText {
+                    buf: buf.into(),
+                    ends: observations.ends,
+                    cloud: observations.cloud,
+                    kind: observations.kind,
+                })
+            });
+        for o in observations.list.drain(..) {
+            let ctx = o.label.zip(text.as_ref()).map(|(label, text)| Ctx {
+                text: Arc::clone(text),
+                label,
+            });
+            stream.local.observations += 1;
+            if t <= stream.watermark {
+                stream.local.late += 1;
+                let pending = Pending {
+                    time: t,
+                    corr: o.corr,
+                    steps: o.steps,
+                    key: o.key,
+                    ev: o.ev,
+                    ctx,
+                };
+                self.apply(stream, pending, out);
+            } else {
+                let key = PendingKey {
+                    time: t,
+                    tie: observations.tie,
+                    corr: o.corr,
+                    steps: o.steps,
+                    slot: 0,
+                };
+                let payload = Payload {
+                    key: o.key,
+                    ev: o.ev,
+                    ctx,
+                };
+                stream.push(key, payload);
+            }
         }
         self.advance(stream, t, out);
         stream.local.events += 1;
@@ -692,18 +860,20 @@ impl Correlator {
         )
     }
 
+    /// Works out the observations of an event with these step hits into
+    /// `into`.
     #[allow(clippy::too_many_arguments)]
     fn enqueue(
         &self,
-        stream: &mut Stream,
         event: &AuditEvent<'_>,
         t: i64,
         hits: &[(u16, u8)],
         change: bool,
         source: SourceRef<'_>,
-        out: &mut Vec<Finding>,
+        scratch: &mut ObserveScratch,
+        into: &mut Observations,
     ) {
-        let tie = match &event.event_id {
+        into.tie = match &event.event_id {
             EventId::Hash(h) => *h,
             EventId::Native(id) => xxhash_rust::xxh3::xxh3_64(id.as_bytes()),
         };
@@ -744,11 +914,8 @@ impl Correlator {
                 continue;
             }
             let first = &corr.steps[mask.trailing_zeros() as usize];
-            let mut label = std::mem::take(&mut stream.label);
-            let key = self.group_key(c, corr, first, event, &mut label);
-            stream.label = label;
-            let Some(key) = key else {
-                stream.local.ungrouped += 1;
+            let Some(key) = self.group_key(c, corr, first, event, &mut scratch.label) else {
+                into.ungrouped += 1;
                 continue;
             };
             let value = first
@@ -756,47 +923,30 @@ impl Correlator {
                 .as_ref()
                 .and_then(|f| self.field_hash(f, event))
                 .unwrap_or(0);
-            stream.local.observations += 1;
-            let key_ = PendingKey {
-                time: t,
-                tie,
+            let (id, src) = made.get_or_insert_with(|| {
+                (EvId::of(&event.event_id), scratch.src(&self.names, source))
+            });
+            into.list.push(Observation {
                 corr: c,
                 steps: mask,
-                slot: 0,
-            };
-            let payload = Payload {
                 key,
-                ev: {
-                    let (id, src) = made.get_or_insert_with(|| {
-                        (EvId::of(&event.event_id), stream.src(&self.names, source))
-                    });
-                    Ev {
-                        time: t,
-                        value,
-                        id: id.clone(),
-                        src: *src,
-                    }
-                },
-                ctx: needs_ctx(corr, mask).then(|| {
-                    let mut buf = String::with_capacity(stream.label.len() + 192);
-                    buf.push_str(&stream.label);
-                    Ctx::build(buf, event)
-                }),
-            };
-            if t <= stream.watermark {
-                stream.local.late += 1;
-                let pending = Pending {
+                ev: Ev {
                     time: t,
-                    corr: c,
-                    steps: mask,
-                    key,
-                    ev: payload.ev,
-                    ctx: payload.ctx,
-                };
-                self.apply(stream, pending, out);
-            } else {
-                stream.push(key_, payload);
-            }
+                    value,
+                    id: id.clone(),
+                    src: *src,
+                },
+                label: needs_ctx(corr, mask).then(|| {
+                    if into.text.is_empty() {
+                        into.ends = write_event_text(&mut into.text, event);
+                        into.cloud = event.cloud;
+                        into.kind = event.principal.kind;
+                    }
+                    let start = into.text.len() as u32;
+                    into.text.extend_from_slice(scratch.label.as_bytes());
+                    (start, into.text.len() as u32)
+                }),
+            });
         }
     }
 
@@ -1081,7 +1231,7 @@ impl Correlator {
                         let mut st = self.new_state(p.corr, p.time, p.time + w);
                         st.count = 1;
                         st.evidence.push(p.ev);
-                        st.ctx = p.ctx.map(Box::new);
+                        st.ctx = p.ctx;
                         v.insert(st);
                         self.created(stream, p.key, p.time + w);
                     }
@@ -1095,7 +1245,7 @@ impl Correlator {
                     let mut st = self.new_state(p.corr, p.time, p.time + w);
                     st.count = 1;
                     st.evidence.push(p.ev);
-                    st.ctx = p.ctx.map(Box::new);
+                    st.ctx = p.ctx;
                     v.insert(st);
                     self.created(stream, p.key, p.time + w);
                 }
@@ -1111,7 +1261,7 @@ impl Correlator {
                     let mut st = self.new_state(p.corr, p.time, p.time + w);
                     st.count = 1;
                     st.evidence.push(p.ev);
-                    st.ctx = p.ctx.map(Box::new);
+                    st.ctx = p.ctx;
                     v.insert(st);
                     self.created(stream, p.key, p.time + w);
                 }
@@ -1211,7 +1361,7 @@ impl Correlator {
         let corr = &self.correlations[st.corr()];
         match corr.kind {
             Kind::Absence | Kind::Session | Kind::Silence => {
-                self.fire(stream, corr, st.ctx.as_deref(), st, st.expires, out);
+                self.fire(stream, corr, st.ctx.as_ref(), st, st.expires, out);
             }
             _ => {}
         }
@@ -1293,7 +1443,7 @@ impl Correlator {
             title: meta.title.clone(),
             severity: meta.severity.for_tier(tier),
             rule_severity: meta.severity,
-            cloud: ctx.cloud,
+            cloud: ctx.cloud(),
             account: ctx.account().map(str::to_owned),
             region: ctx.region().map(str::to_owned),
             service: ctx.service().to_owned(),
@@ -1303,7 +1453,7 @@ impl Correlator {
             domain: meta.domain,
             responsibility: meta
                 .domain
-                .and_then(|d| self.matrix.owner_side(ctx.cloud, ctx.service(), d)),
+                .and_then(|d| self.matrix.owner_side(ctx.cloud(), ctx.service(), d)),
             owner_team: self
                 .matrix
                 .owning_team(ctx.account(), &resources)

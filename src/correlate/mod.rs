@@ -16,5 +16,7 @@ pub mod evidence;
 pub mod rule;
 pub mod testing;
 
-pub use engine::{CorrelationConfig, Correlator, CorrelatorStats, Stream};
+pub use engine::{
+    CorrelationConfig, Correlator, CorrelatorStats, Observations, ObserveScratch, Stream,
+};
 pub use rule::{Correlation, CorrelationDef, Kind};

@@ -37,7 +37,7 @@ pub use layout::{ArchiveFile, Layout, classify, classify_prefix};
 pub use source::{AwsOptions, Piece, Pieces, SourceError, Store, Text};
 
 use crate::analyze::Analyzer;
-use crate::correlate::Stream;
+use crate::correlate::{ObserveScratch, Stream};
 use crate::detect::{Finding, Matched, SourceRef};
 use crate::event::{
     AuditEvent, Cloud, DecodeStats, Decoded, Decoder, ErrorReason, ParseError, RecordLocation,
@@ -140,14 +140,16 @@ self_cell::self_cell!(
     }
 );
 
-/// A decoded file: its events, what `prepare` made of each (taken when the
-/// event reaches the sink), its decode counts, events filtered out, bytes
+/// A decoded file: its events (unless the sink needs only what `prepare`
+/// made of them), what `prepare` made of each (taken when the event reaches
+/// the sink), their times, its decode counts, events filtered out, bytes
 /// read.
 struct DecodedFile<T> {
     /// Index into [`Plan::files`].
     file: usize,
-    events: FileEvents,
+    events: Option<FileEvents>,
     prepared: Vec<Option<T>>,
+    times: Vec<Option<DateTime<Utc>>>,
     stats: DecodeStats,
     filtered: u64,
     bytes: u64,
@@ -223,6 +225,45 @@ pub fn read_ordered<T: Send>(
     options: &ReadOptions<'_>,
     prepare: impl Fn(&ReplayEvent<'_>) -> T + Sync,
     mut sink: impl FnMut(&ReplayEvent<'_>, T),
+    rejected: impl FnMut(usize, ErrorReason),
+    progress: impl FnMut(&ReadStats),
+) -> Result<ReadStats, ReadError> {
+    let sink = |event: Option<&ReplayEvent<'_>>, prepared: &mut Option<T>| {
+        if let (Some(event), Some(prepared)) = (event, prepared.take()) {
+            sink(event, prepared);
+        }
+    };
+    read(plan, options, true, prepare, sink, rejected, progress)
+}
+
+/// [`read_ordered`] for a sink that needs only what `prepare` made of each
+/// event: the events are dropped on the decoding threads once prepared, so
+/// the ordering thread never touches their bytes, and their memory is
+/// freed where it was allocated. The sink works on what `prepare` made in
+/// place (dropped with its round): it is not moved again.
+pub fn read_prepared<T: Send>(
+    plan: &Plan,
+    options: &ReadOptions<'_>,
+    prepare: impl Fn(&ReplayEvent<'_>) -> T + Sync,
+    mut sink: impl FnMut(&mut T),
+    rejected: impl FnMut(usize, ErrorReason),
+    progress: impl FnMut(&ReadStats),
+) -> Result<ReadStats, ReadError> {
+    let sink = |_: Option<&ReplayEvent<'_>>, prepared: &mut Option<T>| {
+        if let Some(prepared) = prepared {
+            sink(prepared);
+        }
+    };
+    read(plan, options, false, prepare, sink, rejected, progress)
+}
+
+/// [`read_ordered`], keeping the events for the sink or not.
+fn read<T: Send>(
+    plan: &Plan,
+    options: &ReadOptions<'_>,
+    keep: bool,
+    prepare: impl Fn(&ReplayEvent<'_>) -> T + Sync,
+    mut sink: impl FnMut(Option<&ReplayEvent<'_>>, &mut Option<T>),
     mut rejected: impl FnMut(usize, ErrorReason),
     mut progress: impl FnMut(&ReadStats),
 ) -> Result<ReadStats, ReadError> {
@@ -250,7 +291,7 @@ pub fn read_ordered<T: Send>(
     // One round decoded ahead of the one being consumed.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Bucket<T>, ReadError>>(1);
     std::thread::scope(|outer| {
-        let decoders = Decoders::start(outer, plan, options, &prepare);
+        let decoders = Decoders::start(outer, plan, options, keep, &prepare);
         outer.spawn(move || {
             for ((key, files), cutoff) in buckets.iter().zip(&cutoffs) {
                 let result = read_bucket(plan, options, *key, files, *cutoff, &decoders, &tx);
@@ -271,10 +312,14 @@ pub fn read_ordered<T: Send>(
                     continue;
                 };
                 let file = &mut bucket.files[entry.file as usize];
-                if let Some(prepared) = file.prepared[entry.event as usize].take() {
-                    file.events.with_dependent(|_, events| {
-                        sink(&events[entry.event as usize], prepared);
-                    });
+                let Some(prepared) = file.prepared.get_mut(entry.event as usize) else {
+                    continue;
+                };
+                match &file.events {
+                    Some(events) => events.with_dependent(|_, events| {
+                        sink(events.get(entry.event as usize), prepared);
+                    }),
+                    None => sink(None, prepared),
                 }
             }
         };
@@ -523,10 +568,12 @@ pub fn file_names(plan: &Plan) -> Vec<String> {
 }
 
 /// Replays the plan through `analyzer` as `seamwatch replay` does:
-/// detection on the decoding threads, correlation in event-time order on
-/// `stream` (best made with [`Stream::in_time_order`]: the reader delivers
-/// in order, so nothing needs holding for the allowed lateness). `found` gets each event's findings (it may drain them). The
-/// stream is not flushed: call [`Analyzer::finish`] at the end.
+/// detection, and the observations each event brings to the correlations,
+/// on the decoding threads; correlation in event-time order on `stream`
+/// (best made with [`Stream::in_time_order`]: the reader delivers in order,
+/// so nothing needs holding for the allowed lateness). `found` gets each
+/// event's findings (it may drain them). The stream is not flushed: call
+/// [`Analyzer::finish`] at the end.
 pub fn analyze(
     plan: &Plan,
     options: &ReadOptions<'_>,
@@ -536,18 +583,25 @@ pub fn analyze(
     rejected: impl FnMut(usize, ErrorReason),
     progress: impl FnMut(&ReadStats),
 ) -> Result<ReadStats, ReadError> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<ObserveScratch> = Default::default();
+    }
     let names = file_names(plan);
-    read_ordered(
+    read_prepared(
         plan,
         options,
         |e| {
             let (mut out, mut matched) = (Vec::new(), Matched::new());
-            analyzer.detect(&e.event, source_of(&names, e), &mut out, &mut matched);
-            (out, matched)
+            let source = source_of(&names, e);
+            analyzer.detect(&e.event, source, &mut out, &mut matched);
+            let observations = SCRATCH.with_borrow_mut(|scratch| {
+                analyzer.observations(&e.event, &matched, source, scratch)
+            });
+            (out, observations)
         },
-        |e, (mut out, matched)| {
-            analyzer.correlate(stream, &e.event, &matched, source_of(&names, e), &mut out);
-            found(&mut out);
+        |(out, observations)| {
+            analyzer.correlate_prepared(stream, observations, out);
+            found(out);
         },
         rejected,
         progress,
@@ -567,16 +621,20 @@ impl<T> Bucket<T> {
     /// record order).
     fn order(&self, bucket: u32) -> Vec<Entry> {
         let mut order: Vec<Entry> =
-            Vec::with_capacity(self.files.iter().map(|f| f.prepared.len()).sum());
+            Vec::with_capacity(self.files.iter().map(|f| f.times.len()).sum());
         for (file, decoded) in self.files.iter().enumerate() {
-            decoded.events.with_dependent(|_, events| {
-                order.extend(events.iter().enumerate().map(|(event, e)| Entry {
-                    time: e.event.time,
-                    bucket,
-                    file: file as u32,
-                    event: event as u32,
-                }));
-            });
+            order.extend(
+                decoded
+                    .times
+                    .iter()
+                    .enumerate()
+                    .map(|(event, &time)| Entry {
+                        time,
+                        bucket,
+                        file: file as u32,
+                        event: event as u32,
+                    }),
+            );
         }
         order.sort_unstable();
         order
@@ -586,11 +644,13 @@ impl<T> Bucket<T> {
 /// Decodes one file or piece: its events (kept ones, borrowing the
 /// decompressed bytes), `prepare`'s result for each, and its records that
 /// did not parse.
+#[allow(clippy::too_many_arguments)]
 fn decode_file<T>(
     work: Work,
     bytes: Text,
     decoder: &Decoder,
     filter: &Filter,
+    keep: bool,
     prepare: &(impl Fn(&ReplayEvent<'_>) -> T + Sync),
     errors: &mut Vec<(usize, ErrorReason)>,
 ) -> DecodedFile<T> {
@@ -663,12 +723,15 @@ fn decode_file<T>(
         }
         events
     });
-    let prepared =
-        events.with_dependent(|_, events| events.iter().map(|e| Some(prepare(e))).collect());
+    let (prepared, times) = events.with_dependent(|_, events| {
+        let prepared = events.iter().map(|e| Some(prepare(e))).collect();
+        (prepared, events.iter().map(|e| e.event.time).collect())
+    });
     DecodedFile {
         file: index,
-        events,
+        events: keep.then_some(events),
         prepared,
+        times,
         stats,
         filtered,
         bytes: read,
@@ -700,6 +763,7 @@ impl<T: Send> Decoders<T> {
         scope: &'scope std::thread::Scope<'scope, 'env>,
         plan: &'env Plan,
         options: &'env ReadOptions<'env>,
+        keep: bool,
         prepare: &'env (impl Fn(&ReplayEvent<'_>) -> T + Sync),
     ) -> Decoders<T>
     where
@@ -719,7 +783,7 @@ impl<T: Send> Decoders<T> {
                         Work::Piece { file, .. } => *file,
                     };
                     let task = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        decode_task(plan, options, work, prepare)
+                        decode_task(plan, options, work, keep, prepare)
                     }));
                     match task {
                         Ok(decoding) => {
@@ -790,6 +854,7 @@ fn decode_task<T>(
     plan: &Plan,
     options: &ReadOptions<'_>,
     mut work: Work,
+    keep: bool,
     prepare: &(impl Fn(&ReplayEvent<'_>) -> T + Sync),
 ) -> Decoding<T> {
     let (i, bytes) = match &mut work {
@@ -813,6 +878,14 @@ fn decode_task<T>(
         ..options.decoder
     };
     let mut bad = Vec::new();
-    let decoded = decode_file(work, bytes, &decoder, options.filter, prepare, &mut bad);
+    let decoded = decode_file(
+        work,
+        bytes,
+        &decoder,
+        options.filter,
+        keep,
+        prepare,
+        &mut bad,
+    );
     (Ok(decoded), bad)
 }
