@@ -107,27 +107,33 @@ impl Analyzer {
     }
 
     /// What the event's matches bring to the correlations, worked out
-    /// without a stream (on any thread), for [`Analyzer::correlate_prepared`].
+    /// without a stream (on any thread) into `into` (made with
+    /// `Observations::default()`), the event's text appended to `text`, for
+    /// [`Analyzer::correlate_prepared`].
     pub fn observations(
         &self,
         event: &AuditEvent<'_>,
         matched: &[u32],
         source: SourceRef<'_>,
         scratch: &mut ObserveScratch,
-    ) -> Observations {
+        into: &mut Observations,
+        text: &mut String,
+    ) {
         self.correlator
-            .observations(event, matched, source, scratch)
+            .observations(event, matched, source, scratch, into, text)
     }
 
-    /// [`Analyzer::correlate`] for observations worked out ahead: in
-    /// event-time order on one stream.
+    /// [`Analyzer::correlate`] for observations worked out ahead (`text`:
+    /// the buffer their text went to), in event-time order on one stream.
     pub fn correlate_prepared(
         &self,
         stream: &mut Stream,
         observations: &mut Observations,
+        text: &str,
         out: &mut Vec<Finding>,
     ) {
-        self.correlator.observe_prepared(stream, observations, out);
+        self.correlator
+            .observe_prepared(stream, observations, text, out);
     }
 
     /// End of a finite input: releases what the stream still holds.

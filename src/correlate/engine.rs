@@ -172,9 +172,10 @@ impl Ctx {
     }
 }
 
-/// The event's fields for [`Ctx`], written into an observation's inline
-/// text (`buf` is empty); returns where each part ends.
-fn write_event_text(buf: &mut SmallVec<[u8; TEXT_INLINE]>, event: &AuditEvent<'_>) -> [u32; 7] {
+/// The event's fields for [`Ctx`], appended to `buf`; returns where each
+/// part ends, counted from where they start.
+fn write_event_text(buf: &mut String, event: &AuditEvent<'_>) -> [u32; 7] {
+    let start = buf.len();
     let mut ends = [0u32; 7];
     let p = &event.principal;
     let parts = [
@@ -186,22 +187,18 @@ fn write_event_text(buf: &mut SmallVec<[u8; TEXT_INLINE]>, event: &AuditEvent<'_
         p.name.as_deref(),
     ];
     for (i, part) in parts.into_iter().enumerate() {
-        buf.extend_from_slice(part.unwrap_or("").as_bytes());
-        ends[i] = buf.len() as u32;
+        buf.push_str(part.unwrap_or(""));
+        ends[i] = (buf.len() - start) as u32;
     }
     for (i, r) in event.resources.iter().enumerate() {
         if i > 0 {
-            buf.push(b'\n');
+            buf.push('\n');
         }
-        buf.extend_from_slice(r.id.as_bytes());
+        buf.push_str(&r.id);
     }
-    ends[6] = buf.len() as u32;
+    ends[6] = (buf.len() - start) as u32;
     ends
 }
-
-/// Bytes of event text an [`Observations`] holds without a heap
-/// allocation: the fields and two or three labels of a typical event.
-const TEXT_INLINE: usize = 384;
 
 /// Per-group state: 24 bytes of counters, the reporting event where the kind
 /// needs it later, and the evidence (the first event inline).
@@ -295,6 +292,8 @@ fn needs_ctx(corr: &Correlation, steps: u8) -> bool {
 pub struct ObserveScratch {
     label: String,
     last_source: Option<(String, Src)>,
+    /// The event text of [`Correlator::observe`].
+    text: String,
 }
 
 impl ObserveScratch {
@@ -319,22 +318,27 @@ impl ObserveScratch {
 /// its matches alone ([`Correlator::observations`]): no stream and no order
 /// are needed, so a replay does this on its decoding threads, where the
 /// event's bytes are still in cache. [`Correlator::observe_prepared`] then
-/// applies it to a stream in event-time order. Owns what it holds: the
-/// event itself may be gone by then.
+/// applies it to a stream in event-time order. Owns what it holds (the
+/// event itself may be gone by then), except the event's text, which goes
+/// to a buffer of the caller's (a replay keeps one per file): the thread
+/// that applies the observations makes the text's one allocation, and
+/// frees it.
 #[derive(Debug)]
 pub struct Observations {
     /// Event time (ms); `None`: the event has none and is not correlated.
     time: Option<i64>,
     /// The tie-break between events of one millisecond.
     tie: u64,
+    /// What every observation cites the event as.
+    id: EvId,
+    src: Src,
     list: SmallVec<[Observation; 3]>,
     /// Observations dropped because a group-by field was absent.
     ungrouped: u32,
-    /// The event's fields then the labels of the observations that may
-    /// report it (see [`EventText`]), carried inline: the text is made where
-    /// the event's bytes are in cache, and its one allocation is made (and
-    /// later freed) by the thread that applies it.
-    text: SmallVec<[u8; TEXT_INLINE]>,
+    /// Where the event's text is in the caller's buffer: its fields, then
+    /// the labels of the observations that may report it (see
+    /// [`EventText`]); `None` when none may.
+    text: Option<(u32, u32)>,
     ends: [u32; 7],
     cloud: Cloud,
     kind: PrincipalKind,
@@ -345,9 +349,11 @@ impl Default for Observations {
         Observations {
             time: None,
             tie: 0,
+            id: EvId::Hash(0),
+            src: Src::default(),
             list: SmallVec::new(),
             ungrouped: 0,
-            text: SmallVec::new(),
+            text: None,
             ends: [0; 7],
             // Set with the text.
             cloud: Cloud::Aws,
@@ -364,16 +370,16 @@ impl Observations {
 }
 
 /// One correlation an event takes part in: the steps it matched, its group
-/// key, the hash of its counted or compared value, and what the event is
-/// cited as.
+/// key, and the hash of its counted or compared value.
 #[derive(Debug)]
 struct Observation {
     corr: u16,
     steps: u8,
     key: u64,
-    ev: Ev,
-    /// Where the group label is in the text, when this observation may
-    /// report the event (see [`needs_ctx`]).
+    value: u64,
+    /// Where the group label is in the event's text (counted from its
+    /// start), when this observation may report the event (see
+    /// [`needs_ctx`]).
     label: Option<(u32, u32)>,
 }
 
@@ -692,28 +698,40 @@ impl Correlator {
         source: SourceRef<'_>,
         out: &mut Vec<Finding>,
     ) {
-        let mut observations = self.observations(event, matched, source, &mut stream.scratch);
-        self.observe_prepared(stream, &mut observations, out);
+        let mut text = std::mem::take(&mut stream.scratch.text);
+        text.clear();
+        let mut observations = Observations::default();
+        self.observations(
+            event,
+            matched,
+            source,
+            &mut stream.scratch,
+            &mut observations,
+            &mut text,
+        );
+        self.observe_prepared(stream, &mut observations, &text, out);
+        stream.scratch.text = text;
     }
 
     /// The half of [`Correlator::observe`] that needs neither the stream
     /// nor event-time order: which correlation steps the event feeds, under
-    /// which group keys, and what it is cited as.
+    /// which group keys, and what it is cited as, into `into` (made with
+    /// `Observations::default()`), in place. The event's text, where an
+    /// observation may report the event, is appended to `text`.
     pub fn observations(
         &self,
         event: &AuditEvent<'_>,
         matched: &[u32],
         source: SourceRef<'_>,
         scratch: &mut ObserveScratch,
-    ) -> Observations {
+        into: &mut Observations,
+        text: &mut String,
+    ) {
         let Some(time) = event.time else {
-            return Observations::default();
+            return;
         };
         let t = time.timestamp_millis();
-        let mut observations = Observations {
-            time: Some(t),
-            ..Observations::default()
-        };
+        into.time = Some(t);
         let mut hits: SmallVec<[(u16, u8); 4]> = SmallVec::new();
         let mut add = |(c, s): StepRef| match hits.iter_mut().find(|(hc, _)| *hc == c) {
             Some((_, mask)) => *mask |= 1 << s,
@@ -729,18 +747,19 @@ impl Correlator {
             self.filter_steps.iter().copied().for_each(&mut add);
         }
         if !hits.is_empty() {
-            self.enqueue(event, t, &hits, change, source, scratch, &mut observations);
+            self.enqueue(event, &hits, change, source, scratch, into, text);
         }
-        observations
     }
 
     /// Applies what [`Correlator::observations`] made of an event to the
     /// stream, in the order events arrive (taking its observations out);
-    /// appends the findings that become due to `out`.
+    /// `text` is the buffer its text went to. Appends the findings that
+    /// become due to `out`.
     pub fn observe_prepared(
         &self,
         stream: &mut Stream,
         observations: &mut Observations,
+        text: &str,
         out: &mut Vec<Finding>,
     ) {
         let Some(t) = observations.time else {
@@ -748,25 +767,25 @@ impl Correlator {
             return;
         };
         stream.local.ungrouped += u64::from(observations.ungrouped);
-        let text = observations
-            .list
-            .iter()
-            .any(|o| o.label.is_some())
-            .then(|| {
-                // Pieces of `&str` cut at their ends: valid UTF-8.
-                let buf = simdutf8::basic::from_utf8(&observations.text).unwrap_or_default();
-                Arc::new(EventText {
-                    buf: buf.into(),
-                    ends: observations.ends,
-                    cloud: observations.cloud,
-                    kind: observations.kind,
-                })
-            });
+        let text = observations.text.map(|(start, end)| {
+            Arc::new(EventText {
+                buf: text.get(start as usize..end as usize).unwrap_or("").into(),
+                ends: observations.ends,
+                cloud: observations.cloud,
+                kind: observations.kind,
+            })
+        });
         for o in observations.list.drain(..) {
             let ctx = o.label.zip(text.as_ref()).map(|(label, text)| Ctx {
                 text: Arc::clone(text),
                 label,
             });
+            let ev = Ev {
+                time: t,
+                value: o.value,
+                id: observations.id.clone(),
+                src: observations.src,
+            };
             stream.local.observations += 1;
             if t <= stream.watermark {
                 stream.local.late += 1;
@@ -775,7 +794,7 @@ impl Correlator {
                     corr: o.corr,
                     steps: o.steps,
                     key: o.key,
-                    ev: o.ev,
+                    ev,
                     ctx,
                 };
                 self.apply(stream, pending, out);
@@ -789,7 +808,7 @@ impl Correlator {
                 };
                 let payload = Payload {
                     key: o.key,
-                    ev: o.ev,
+                    ev,
                     ctx,
                 };
                 stream.push(key, payload);
@@ -866,12 +885,12 @@ impl Correlator {
     fn enqueue(
         &self,
         event: &AuditEvent<'_>,
-        t: i64,
         hits: &[(u16, u8)],
         change: bool,
         source: SourceRef<'_>,
         scratch: &mut ObserveScratch,
         into: &mut Observations,
+        text: &mut String,
     ) {
         into.tie = match &event.event_id {
             EventId::Hash(h) => *h,
@@ -879,7 +898,7 @@ impl Correlator {
         };
         let mut tier = None;
         // The event's id and source, made once for all its observations.
-        let mut made: Option<(EvId, Src)> = None;
+        let mut made = false;
         for &(c, mut mask) in hits {
             let corr = &self.correlations[c as usize];
             // Step filters.
@@ -923,29 +942,32 @@ impl Correlator {
                 .as_ref()
                 .and_then(|f| self.field_hash(f, event))
                 .unwrap_or(0);
-            let (id, src) = made.get_or_insert_with(|| {
-                (EvId::of(&event.event_id), scratch.src(&self.names, source))
+            if !std::mem::replace(&mut made, true) {
+                into.id = EvId::of(&event.event_id);
+                into.src = scratch.src(&self.names, source);
+            }
+            let label = needs_ctx(corr, mask).then(|| {
+                let start = match into.text {
+                    Some((start, _)) => start as usize,
+                    None => {
+                        let start = text.len();
+                        into.ends = write_event_text(text, event);
+                        into.cloud = event.cloud;
+                        into.kind = event.principal.kind;
+                        start
+                    }
+                };
+                let from = text.len() - start;
+                text.push_str(&scratch.label);
+                into.text = Some((start as u32, text.len() as u32));
+                (from as u32, (text.len() - start) as u32)
             });
             into.list.push(Observation {
                 corr: c,
                 steps: mask,
                 key,
-                ev: Ev {
-                    time: t,
-                    value,
-                    id: id.clone(),
-                    src: *src,
-                },
-                label: needs_ctx(corr, mask).then(|| {
-                    if into.text.is_empty() {
-                        into.ends = write_event_text(&mut into.text, event);
-                        into.cloud = event.cloud;
-                        into.kind = event.principal.kind;
-                    }
-                    let start = into.text.len() as u32;
-                    into.text.extend_from_slice(scratch.label.as_bytes());
-                    (start, into.text.len() as u32)
-                }),
+                value,
+                label,
             });
         }
     }

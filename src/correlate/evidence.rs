@@ -104,7 +104,7 @@ const KIND_KAFKA: u32 = 2;
 
 /// A source position: interned file or topic name (kind in the top bits),
 /// and two numbers (line and index, or partition and offset).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Src {
     name: u32,
     a: u32,

@@ -37,7 +37,7 @@ pub use layout::{ArchiveFile, Layout, classify, classify_prefix};
 pub use source::{AwsOptions, Piece, Pieces, SourceError, Store, Text};
 
 use crate::analyze::Analyzer;
-use crate::correlate::{ObserveScratch, Stream};
+use crate::correlate::{Observations, ObserveScratch, Stream};
 use crate::detect::{Finding, Matched, SourceRef};
 use crate::event::{
     AuditEvent, Cloud, DecodeStats, Decoded, Decoder, ErrorReason, ParseError, RecordLocation,
@@ -149,6 +149,8 @@ struct DecodedFile<T> {
     file: usize,
     events: Option<FileEvents>,
     prepared: Vec<Option<T>>,
+    /// Text `prepare` wrote for the sink (see [`read_prepared`]).
+    notes: String,
     times: Vec<Option<DateTime<Utc>>>,
     stats: DecodeStats,
     filtered: u64,
@@ -228,10 +230,13 @@ pub fn read_ordered<T: Send>(
     rejected: impl FnMut(usize, ErrorReason),
     progress: impl FnMut(&ReadStats),
 ) -> Result<ReadStats, ReadError> {
-    let sink = |event: Option<&ReplayEvent<'_>>, prepared: &mut Option<T>| {
+    let sink = |event: Option<&ReplayEvent<'_>>, prepared: &mut Option<T>, _: &str| {
         if let (Some(event), Some(prepared)) = (event, prepared.take()) {
             sink(event, prepared);
         }
+    };
+    let prepare = |event: &ReplayEvent<'_>, slot: &mut Option<T>, _: &mut String| {
+        *slot = Some(prepare(event));
     };
     read(plan, options, true, prepare, sink, rejected, progress)
 }
@@ -239,20 +244,26 @@ pub fn read_ordered<T: Send>(
 /// [`read_ordered`] for a sink that needs only what `prepare` made of each
 /// event: the events are dropped on the decoding threads once prepared, so
 /// the ordering thread never touches their bytes, and their memory is
-/// freed where it was allocated. The sink works on what `prepare` made in
-/// place (dropped with its round): it is not moved again.
-pub fn read_prepared<T: Send>(
+/// freed where it was allocated. Each event is prepared as soon as it is
+/// decoded, into a `T::default()` in place, and the sink works on it in
+/// place (it is dropped with its round). Text that `prepare` makes goes to
+/// a buffer of its file's (the second argument), one allocation per file,
+/// which the sink is given with each event.
+pub fn read_prepared<T: Send + Default>(
     plan: &Plan,
     options: &ReadOptions<'_>,
-    prepare: impl Fn(&ReplayEvent<'_>) -> T + Sync,
-    mut sink: impl FnMut(&mut T),
+    prepare: impl Fn(&ReplayEvent<'_>, &mut T, &mut String) + Sync,
+    mut sink: impl FnMut(&mut T, &str),
     rejected: impl FnMut(usize, ErrorReason),
     progress: impl FnMut(&ReadStats),
 ) -> Result<ReadStats, ReadError> {
-    let sink = |_: Option<&ReplayEvent<'_>>, prepared: &mut Option<T>| {
+    let sink = |_: Option<&ReplayEvent<'_>>, prepared: &mut Option<T>, notes: &str| {
         if let Some(prepared) = prepared {
-            sink(prepared);
+            sink(prepared, notes);
         }
+    };
+    let prepare = |event: &ReplayEvent<'_>, slot: &mut Option<T>, notes: &mut String| {
+        prepare(event, slot.insert(T::default()), notes);
     };
     read(plan, options, false, prepare, sink, rejected, progress)
 }
@@ -262,8 +273,8 @@ fn read<T: Send>(
     plan: &Plan,
     options: &ReadOptions<'_>,
     keep: bool,
-    prepare: impl Fn(&ReplayEvent<'_>) -> T + Sync,
-    mut sink: impl FnMut(Option<&ReplayEvent<'_>>, &mut Option<T>),
+    prepare: impl Fn(&ReplayEvent<'_>, &mut Option<T>, &mut String) + Sync,
+    mut sink: impl FnMut(Option<&ReplayEvent<'_>>, &mut Option<T>, &str),
     mut rejected: impl FnMut(usize, ErrorReason),
     mut progress: impl FnMut(&ReadStats),
 ) -> Result<ReadStats, ReadError> {
@@ -317,9 +328,9 @@ fn read<T: Send>(
                 };
                 match &file.events {
                     Some(events) => events.with_dependent(|_, events| {
-                        sink(events.get(entry.event as usize), prepared);
+                        sink(events.get(entry.event as usize), prepared, &file.notes);
                     }),
-                    None => sink(None, prepared),
+                    None => sink(None, prepared, &file.notes),
                 }
             }
         };
@@ -590,17 +601,16 @@ pub fn analyze(
     read_prepared(
         plan,
         options,
-        |e| {
-            let (mut out, mut matched) = (Vec::new(), Matched::new());
+        |e, (out, observations): &mut (Vec<Finding>, Observations), text| {
+            let mut matched = Matched::new();
             let source = source_of(&names, e);
-            analyzer.detect(&e.event, source, &mut out, &mut matched);
-            let observations = SCRATCH.with_borrow_mut(|scratch| {
-                analyzer.observations(&e.event, &matched, source, scratch)
+            analyzer.detect(&e.event, source, out, &mut matched);
+            SCRATCH.with_borrow_mut(|scratch| {
+                analyzer.observations(&e.event, &matched, source, scratch, observations, text)
             });
-            (out, observations)
         },
-        |(out, observations)| {
-            analyzer.correlate_prepared(stream, observations, out);
+        |(out, observations), text| {
+            analyzer.correlate_prepared(stream, observations, text, out);
             found(out);
         },
         rejected,
@@ -642,8 +652,10 @@ impl<T> Bucket<T> {
 }
 
 /// Decodes one file or piece: its events (kept ones, borrowing the
-/// decompressed bytes), `prepare`'s result for each, and its records that
-/// did not parse.
+/// decompressed bytes) when `keep` says so, `prepare`'s result for each,
+/// and its records that did not parse. Without `keep`, each event is
+/// prepared as soon as it is decoded, while its bytes are in cache, and
+/// dropped.
 #[allow(clippy::too_many_arguments)]
 fn decode_file<T>(
     work: Work,
@@ -651,7 +663,7 @@ fn decode_file<T>(
     decoder: &Decoder,
     filter: &Filter,
     keep: bool,
-    prepare: &(impl Fn(&ReplayEvent<'_>) -> T + Sync),
+    prepare: &(impl Fn(&ReplayEvent<'_>, &mut Option<T>, &mut String) + Sync),
     errors: &mut Vec<(usize, ErrorReason)>,
 ) -> DecodedFile<T> {
     let (index, first_line, line_ends, first, corrupt, read) = match work {
@@ -672,46 +684,121 @@ fn decode_file<T>(
         Some(_) => bytes,
         None => decoder.inflate_gzip(&bytes).map_or(bytes, Text::new),
     };
-    let (mut stats, mut filtered) = (DecodeStats::default(), 0u64);
-    let mut latest: Option<DateTime<Utc>> = None;
-    let events = FileEvents::new(text, |text| {
-        // Sized once: growing a vector of a whole file's events by doubling
-        // copies it over and over into freshly zeroed pages. A line per
-        // record (JSON Lines), or at least ~400 bytes per record; memory
-        // reserved and not written costs no resident memory.
+    let mut records = Records {
+        decoder,
+        filter,
+        file: index,
+        first_line,
+        line_ends,
+        corrupt,
+        stats: DecodeStats::default(),
+        filtered: 0,
+        latest: None,
+        errors,
+    };
+    // Sized once: growing a vector of a whole file's events by doubling
+    // copies it over and over into freshly zeroed pages. A line per record
+    // (JSON Lines), or at least ~400 bytes per record; memory reserved and
+    // not written costs no resident memory.
+    let capacity = |text: &[u8]| {
         let lines = line_ends.map_or_else(|| bytecount::count(text, b'\n'), |n| n as usize) + 1;
-        let mut events = Vec::with_capacity(lines.max(text.len() / 400));
-        // Events borrow the text where they can (all of it, when the file
-        // is valid UTF-8: the common case).
+        lines.max(text.len() / 400)
+    };
+    let mut prepared: Vec<Option<T>> = Vec::with_capacity(capacity(&text));
+    let mut times = Vec::with_capacity(prepared.capacity());
+    let mut notes = String::new();
+    let events = if keep {
+        let events = FileEvents::new(text, |text| {
+            let mut events = Vec::with_capacity(prepared.capacity());
+            records.decode(text, |e, base| {
+                events.push(ReplayEvent {
+                    event: e.event.rebase(base),
+                    ..e
+                })
+            });
+            events
+        });
+        events.with_dependent(|_, events| {
+            for e in events {
+                times.push(e.event.time);
+                prepare(e, prepared.push_mut(None), &mut notes);
+            }
+        });
+        Some(events)
+    } else {
+        records.decode(&text, |e, _| {
+            times.push(e.event.time);
+            prepare(&e, prepared.push_mut(None), &mut notes);
+        });
+        None
+    };
+    DecodedFile {
+        file: index,
+        events,
+        prepared,
+        notes,
+        times,
+        stats: records.stats,
+        filtered: records.filtered,
+        bytes: read,
+        latest: records.latest,
+        first,
+    }
+}
+
+/// Decoding one file's or piece's records: what it needs, and what it
+/// counts.
+struct Records<'a> {
+    decoder: &'a Decoder,
+    filter: &'a Filter,
+    file: usize,
+    first_line: Option<u64>,
+    line_ends: Option<u64>,
+    corrupt: Option<String>,
+    stats: DecodeStats,
+    filtered: u64,
+    /// The latest event time among the kept events.
+    latest: Option<DateTime<Utc>>,
+    errors: &'a mut Vec<(usize, ErrorReason)>,
+}
+
+impl Records<'_> {
+    /// Decodes `text` (a whole file, or a piece's lines), counting every
+    /// record and handing each kept event to `kept`, with the text as a
+    /// `str` when it is valid UTF-8 (the common case; else empty) for
+    /// events to borrow from.
+    fn decode<'t>(&mut self, text: &'t [u8], mut kept: impl FnMut(ReplayEvent<'_>, &'t str)) {
         let valid = simdutf8::basic::from_utf8(text).ok();
         let base = valid.unwrap_or("");
+        let (file, decoder) = (self.file, self.decoder);
         let mut each = |d: Decoded<'_>| {
-            stats.record(&d);
+            self.stats.record(&d);
             match d.result {
-                Ok(event) if filter.keeps_event(&event) => {
-                    latest = latest.max(event.time);
-                    events.push(ReplayEvent {
-                        event: event.rebase(base),
-                        file: index,
+                Ok(event) if self.filter.keeps_event(&event) => {
+                    self.latest = self.latest.max(event.time);
+                    let e = ReplayEvent {
+                        event,
+                        file,
                         line: d.location.line,
                         index: d.location.index,
-                    })
+                    };
+                    kept(e, base);
                 }
-                Ok(_) => filtered += 1,
-                Err(e) => errors.push((index, e.reason)),
+                Ok(_) => self.filtered += 1,
+                Err(e) => self.errors.push((file, e.reason)),
             }
         };
-        match (first_line, valid) {
+        match (self.first_line, valid) {
             (Some(line), Some(text)) => decoder.decode_str_lines(text, line, &mut each),
             (Some(line), None) => decoder.decode_lines(text, line, &mut each),
             (None, _) => decoder.decode(text, &mut each),
         }
         // A gzip stream that broke off: what inflated before is kept, and
         // the break is a rejected record of its own.
-        if let Some(detail) = corrupt {
+        if let Some(detail) = self.corrupt.take() {
             each(Decoded {
                 location: RecordLocation {
-                    line: first_line.unwrap_or(1) + line_ends.unwrap_or(0),
+                    line: self.first_line.unwrap_or(1) + self.line_ends.unwrap_or(0),
                     index: 0,
                 },
                 result: Err(ParseError {
@@ -721,22 +808,6 @@ fn decode_file<T>(
                 }),
             });
         }
-        events
-    });
-    let (prepared, times) = events.with_dependent(|_, events| {
-        let prepared = events.iter().map(|e| Some(prepare(e))).collect();
-        (prepared, events.iter().map(|e| e.event.time).collect())
-    });
-    DecodedFile {
-        file: index,
-        events: keep.then_some(events),
-        prepared,
-        times,
-        stats,
-        filtered,
-        bytes: read,
-        latest,
-        first,
     }
 }
 
@@ -764,7 +835,7 @@ impl<T: Send> Decoders<T> {
         plan: &'env Plan,
         options: &'env ReadOptions<'env>,
         keep: bool,
-        prepare: &'env (impl Fn(&ReplayEvent<'_>) -> T + Sync),
+        prepare: &'env (impl Fn(&ReplayEvent<'_>, &mut Option<T>, &mut String) + Sync),
     ) -> Decoders<T>
     where
         T: 'scope,
@@ -855,7 +926,7 @@ fn decode_task<T>(
     options: &ReadOptions<'_>,
     mut work: Work,
     keep: bool,
-    prepare: &(impl Fn(&ReplayEvent<'_>) -> T + Sync),
+    prepare: &(impl Fn(&ReplayEvent<'_>, &mut Option<T>, &mut String) + Sync),
 ) -> Decoding<T> {
     let (i, bytes) = match &mut work {
         Work::Whole(i) => (*i, options.store.read(&plan.files[*i].path).map(Text::new)),
