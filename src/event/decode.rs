@@ -29,7 +29,6 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::io::Read;
 use std::str::FromStr;
 
 use base64::Engine as _;
@@ -961,15 +960,57 @@ fn pubsub_data(message: &str) -> Result<String, Rejection> {
 }
 
 fn inflate(payload: &[u8], limit: usize) -> Result<Vec<u8>, Rejection> {
-    let mut out = Vec::with_capacity(inflated_size_hint(payload).min(limit));
-    let decoder = flate2::read::MultiGzDecoder::new(payload);
-    match decoder.take(limit as u64 + 1).read_to_end(&mut out) {
-        Ok(n) if n > limit => reject(
+    // Inflated straight into the vector's spare capacity (a reader zeroes
+    // each chunk of it first), every gzip member in turn as `gunzip` does;
+    // zlib checks each member's header, CRC and length.
+    let too_large = || {
+        reject(
             ErrorReason::TooLarge,
             format!("decompressed payload exceeds the limit of {limit} bytes"),
-        ),
-        Ok(_) => Ok(out),
-        Err(e) => reject(ErrorReason::Decompression, format!("gzip: {e}")),
+        )
+    };
+    let broken = |detail: &dyn std::fmt::Display| -> Rejection {
+        (ErrorReason::Decompression, format!("gzip: {detail}"))
+    };
+    let mut out = Vec::with_capacity(inflated_size_hint(payload).min(limit.saturating_add(1)));
+    let mut input = payload;
+    loop {
+        let mut member = flate2::Decompress::new_gzip(15);
+        loop {
+            if out.len() > limit {
+                return too_large();
+            }
+            if out.len() == out.capacity() {
+                // Never more than one byte past the limit, however the
+                // payload claims to inflate.
+                let room = (limit + 1).saturating_sub(out.len());
+                out.reserve_exact(out.capacity().clamp(64 << 10, 64 << 20).min(room));
+            }
+            let (read, written) = (member.total_in(), member.total_out());
+            let status = member
+                .decompress_vec(input, &mut out, flate2::FlushDecompress::None)
+                .map_err(|e| broken(&e))?;
+            input = input
+                .get((member.total_in() - read) as usize..)
+                .unwrap_or_default();
+            match status {
+                flate2::Status::StreamEnd => break,
+                // Room left and nothing more to read: the stream broke off.
+                _ if input.is_empty() && out.len() < out.capacity() => {
+                    return Err(broken(&"unexpected end of file"));
+                }
+                _ if member.total_in() == read && member.total_out() == written => {
+                    return Err(broken(&"no progress"));
+                }
+                _ => {}
+            }
+        }
+        if out.len() > limit {
+            return too_large();
+        }
+        if input.is_empty() {
+            return Ok(out);
+        }
     }
 }
 
@@ -1508,6 +1549,49 @@ mod tests {
         lying.extend_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(inflated_size_hint(&lying), 24 * 1032 + 1);
         assert_eq!(inflated_size_hint(&[]), 1);
+    }
+
+    /// Every member of a multi-member gzip inflates; a stream that breaks
+    /// off, has a wrong CRC, is followed by garbage or inflates past the
+    /// limit is refused, and a bomb is stopped at the limit.
+    #[test]
+    fn inflate_reads_every_member_and_refuses_what_is_broken() {
+        let gz = |text: &[u8]| {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            std::io::Write::write_all(&mut enc, text).unwrap();
+            enc.finish().unwrap()
+        };
+        let (a, b) = (RECORD.repeat(300), "x".repeat(100_000));
+        let mut two = gz(a.as_bytes());
+        two.extend_from_slice(&gz(b.as_bytes()));
+        assert_eq!(
+            inflate(&two, 1 << 30).unwrap(),
+            format!("{a}{b}").as_bytes()
+        );
+        let reason = |r: Result<Vec<u8>, Rejection>| r.map(|_| ()).unwrap_err().0;
+        let one = gz(a.as_bytes());
+        assert_eq!(
+            reason(inflate(&one[..one.len() / 2], 1 << 30)),
+            ErrorReason::Decompression
+        );
+        let mut bad_crc = one.clone();
+        let at = bad_crc.len() - 8;
+        bad_crc[at] ^= 0xff;
+        assert_eq!(
+            reason(inflate(&bad_crc, 1 << 30)),
+            ErrorReason::Decompression
+        );
+        let mut trailing = one.clone();
+        trailing.extend_from_slice(b"not gzip");
+        assert_eq!(
+            reason(inflate(&trailing, 1 << 30)),
+            ErrorReason::Decompression
+        );
+        assert_eq!(reason(inflate(&one, a.len() - 1)), ErrorReason::TooLarge);
+        assert_eq!(inflate(&one, a.len()).unwrap().len(), a.len());
+        // 64 MB of zeros in a few tens of KB: stopped at the limit.
+        let bomb = gz(&vec![0u8; 64 << 20]);
+        assert_eq!(reason(inflate(&bomb, 1 << 20)), ErrorReason::TooLarge);
     }
 
     #[test]
