@@ -14,6 +14,14 @@
 //! older than their delivery) still reach the correlator in order: the same
 //! order the live pipeline's reorder buffer restores.
 //!
+//! What needs no order runs where each event is decoded: [`analyze`] has
+//! the decoding threads detect, and work out what each event brings to the
+//! correlations (steps, group keys, citation), as soon as the event is
+//! parsed ([`read_prepared`]); they keep a compact record per event (its
+//! text in one buffer per file) and drop the event. The ordering thread
+//! merges times and applies the records to the correlator's stream in
+//! order, and never touches an event's bytes.
+//!
 //! Files without a date are read first. A large JSON Lines file among them
 //! (an export of any size) is read in pieces ([`Store::pieces`]), a few per
 //! thread per round, instead of whole: holding a whole export and its
