@@ -10,7 +10,7 @@
 //! ```
 //! - [`model`]: what is delivered: a [`Notice`] (an alert created, updated or
 //!   closed, or a digest of what an alert budget held back).
-//! - [`format`]: a notice rendered for one destination's API.
+//! - [`format`](mod@format): a notice rendered for one destination's API.
 //!
 //! A finding is durable once [`store::Outbox::sync`] returns; only then may the
 //! pipeline commit the offsets it came from. Delivery is at least once, and

@@ -54,7 +54,7 @@ pub enum Command {
     Parse(parse::ParseArgs),
     /// Run archived audit logs through the detector and print findings.
     Replay(Box<replay::ReplayArgs>),
-    /// Run the live pipeline on Kafka (settings in [kafka] of the config file).
+    /// Run the live pipeline on Kafka (settings in `[kafka]` of the config file).
     Run(run::RunArgs),
     /// The whole pipeline on an in-process Kafka cluster with bundled traffic.
     Demo(run::DemoArgs),

@@ -13,7 +13,7 @@
 //!    and its first line is a complete JSON value on its own; a pretty-printed
 //!    document never is. A JSON Lines file whose first line is truncated is still
 //!    recognized by its second line.
-//! 4. **Probe** each object once ([`super::probe::Probe`]) and dispatch on the
+//! 4. **Probe** each object once (the probe module's `Probe`) and dispatch on the
 //!    keys present: `Records` (CloudTrail S3 object), `records` (Event Hubs
 //!    batch), `logEvents` (CloudWatch Logs subscription), `Events` /
 //!    `CloudTrailEvent` (LookupEvents), `detail-type` (EventBridge), `message.data`
@@ -1150,7 +1150,7 @@ fn is_json_lines(text: &str) -> bool {
 }
 
 /// Whether a payload too large to be one document opens as JSON Lines,
-/// judged by its first lines (as [`is_json_lines`] judges a whole text).
+/// judged by its first lines (as `is_json_lines` judges a whole text).
 pub fn starts_as_json_lines(payload: &[u8]) -> bool {
     let end = memchr::memchr_iter(b'\n', payload)
         .nth(2)

@@ -1,7 +1,7 @@
 //! The responsibility matrix: the team's map of who owns which control, where.
 //!
 //! Loaded from `config/responsibility.toml` (documented there) in two steps:
-//! the raw TOML shape ([`raw`]) is deserialized with spans, then validated
+//! the raw TOML shape (the `raw` module) is deserialized with spans, then validated
 //! without IO into [`Matrix`], whose lookups the detector calls per finding:
 //!
 //! - per service (`s3.amazonaws.com`, `Microsoft.Storage`, `storage.googleapis.com`):
