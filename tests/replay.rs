@@ -106,6 +106,65 @@ fn archive_layouts_replay_to_the_findings_of_time_ordered_input() {
     );
 }
 
+/// A replay prepares each event on the decoding threads (detection and the
+/// correlation observations) and drops it there; a reader that keeps every
+/// event and runs the whole analyzer on the ordering thread must find the
+/// same findings, whole (evidence, context, counts) and in the same order.
+#[test]
+fn events_prepared_where_they_are_decoded_find_what_the_whole_analyzer_finds() {
+    let records = demo_records(analyzer().correlator().correlations(), 4_000);
+    let dir = tempfile::tempdir().unwrap();
+    write_archive(dir.path(), &records);
+    let all = Filter::default();
+    let plan = plan(&common::archive::files(dir.path()), &all);
+    let store = Store::default();
+    let options = ReadOptions::new(Decoder::default(), &all, 2, &store);
+    let run = |prepared: bool| {
+        let analyzer = analyzer();
+        let mut stream = Stream::in_time_order();
+        let mut findings = Vec::new();
+        if prepared {
+            seamwatch::replay::analyze(
+                &plan,
+                &options,
+                &analyzer,
+                &mut stream,
+                |found| findings.append(found),
+                |_, _| {},
+                |_| {},
+            )
+            .unwrap();
+        } else {
+            let names = file_names(&plan);
+            let mut scratch = Scratch::default();
+            read_ordered(
+                &plan,
+                &options,
+                |_| (),
+                |e, ()| {
+                    let source = source_of(&names, e);
+                    analyzer.process(&e.event, source, &mut stream, &mut scratch, &mut findings);
+                },
+                |_, _| {},
+                |_| {},
+            )
+            .unwrap();
+        }
+        analyzer.finish(&mut stream, &mut findings);
+        findings
+    };
+    let (prepared, whole) = (run(true), run(false));
+    assert!(
+        prepared.iter().filter(|f| f.correlation.is_some()).count() > 10,
+        "correlation findings: {}",
+        prepared.iter().filter(|f| f.correlation.is_some()).count()
+    );
+    assert_eq!(prepared.len(), whole.len());
+    for (a, b) in prepared.iter().zip(&whole) {
+        assert_eq!(a, b);
+    }
+}
+
 #[test]
 fn since_and_until_prune_files_by_path_and_events_by_time() {
     let records = demo_records(analyzer().correlator().correlations(), 4_000);
