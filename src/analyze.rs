@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::correlate::rule::resolve;
-use crate::correlate::{CorrelationConfig, Correlator, Observations, ObserveScratch, Stream};
+use crate::correlate::{CorrelationConfig, Correlator, Stream};
 use crate::detect::finding::SourceRef;
 use crate::detect::loader::{LoadReport, Rejected};
 use crate::detect::{Detector, Finding, Matched, RuleSet};
@@ -104,36 +104,6 @@ impl Analyzer {
         out: &mut Vec<Finding>,
     ) {
         self.correlator.observe(stream, event, matched, source, out);
-    }
-
-    /// What the event's matches bring to the correlations, worked out
-    /// without a stream (on any thread) into `into` (made with
-    /// `Observations::default()`), the event's text appended to `text`, for
-    /// [`Analyzer::correlate_prepared`].
-    pub fn observations(
-        &self,
-        event: &AuditEvent<'_>,
-        matched: &[u32],
-        source: SourceRef<'_>,
-        scratch: &mut ObserveScratch,
-        into: &mut Observations,
-        text: &mut String,
-    ) {
-        self.correlator
-            .observations(event, matched, source, scratch, into, text)
-    }
-
-    /// [`Analyzer::correlate`] for observations worked out ahead (`text`:
-    /// the buffer their text went to), in event-time order on one stream.
-    pub fn correlate_prepared(
-        &self,
-        stream: &mut Stream,
-        observations: &mut Observations,
-        text: &str,
-        out: &mut Vec<Finding>,
-    ) {
-        self.correlator
-            .observe_prepared(stream, observations, text, out);
     }
 
     /// End of a finite input: releases what the stream still holds.

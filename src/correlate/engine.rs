@@ -362,13 +362,6 @@ impl Default for Observations {
     }
 }
 
-impl Observations {
-    /// Whether the event feeds no correlation (it still moves time on).
-    pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
-}
-
 /// One correlation an event takes part in: the steps it matched, its group
 /// key, and the hash of its counted or compared value.
 #[derive(Debug)]

@@ -618,11 +618,14 @@ pub fn analyze(
             let source = source_of(&names, e);
             analyzer.detect(&e.event, source, out, &mut matched);
             SCRATCH.with_borrow_mut(|scratch| {
-                analyzer.observations(&e.event, &matched, source, scratch, observations, text)
+                let correlator = analyzer.correlator();
+                correlator.observations(&e.event, &matched, source, scratch, observations, text)
             });
         },
         |(out, observations), text| {
-            analyzer.correlate_prepared(stream, observations, text, out);
+            analyzer
+                .correlator()
+                .observe_prepared(stream, observations, text, out);
             found(out);
         },
         rejected,
