@@ -311,6 +311,19 @@ impl Decoder {
         ctx.payload(payload);
     }
 
+    /// [`Decoder::decode`] for a payload already known to be UTF-8 (a caller
+    /// that checked it for its own use need not pay twice).
+    pub fn decode_str<F>(&self, text: &str, sink: &mut F)
+    where
+        F: FnMut(Decoded<'_>),
+    {
+        let mut ctx = Ctx {
+            decoder: self,
+            sink,
+        };
+        ctx.payload_str(text);
+    }
+
     /// Decodes a run of whole JSON Lines cut from a larger text at line ends
     /// (a piece of a big export read a piece at a time), numbering them from
     /// `first_line`. Framing is not guessed: every non-blank line is a record,
@@ -396,18 +409,33 @@ where
             }
             return;
         }
-        // JSON Lines is a sequence of documents: the limit holds for each
-        // line (below), not for a whole export file.
-        if payload.len() > self.limits().max_document_bytes && !starts_as_json_lines(payload) {
-            let detail = format!(
-                "payload of {} bytes exceeds the limit of {} bytes",
-                payload.len(),
-                self.limits().max_document_bytes
-            );
-            self.emit_error(top, ErrorReason::TooLarge, detail, payload);
-            return;
+        if !self.too_large(payload) {
+            self.bytes(payload);
         }
-        self.bytes(payload);
+    }
+
+    /// [`Ctx::payload`] for text known to be UTF-8 (so not gzip).
+    fn payload_str(&mut self, text: &str) {
+        if !self.too_large(text.as_bytes()) {
+            self.text(text);
+        }
+    }
+
+    /// Whether a payload is over the document limit (reported if so). JSON
+    /// Lines is a sequence of documents: the limit holds for each line, not
+    /// for a whole export file.
+    fn too_large(&mut self, payload: &[u8]) -> bool {
+        let limit = self.limits().max_document_bytes;
+        if payload.len() <= limit || starts_as_json_lines(payload) {
+            return false;
+        }
+        let detail = format!(
+            "payload of {} bytes exceeds the limit of {limit} bytes",
+            payload.len()
+        );
+        let top = RecordLocation { line: 1, index: 0 };
+        self.emit_error(top, ErrorReason::TooLarge, detail, payload);
+        true
     }
 
     fn bytes(&mut self, bytes: &[u8]) {
@@ -1513,13 +1541,23 @@ mod tests {
     #[test]
     fn document_limit_holds_per_line_of_json_lines() {
         let decoder = small_limits();
+        // The same through `decode` and `decode_str` (text checked already).
         let outcomes = |text: &str| {
-            let (mut events, mut errors) = (0, Vec::new());
-            decoder.decode(text.as_bytes(), &mut |d: Decoded<'_>| match d.result {
-                Ok(_) => events += 1,
-                Err(e) => errors.push((d.location.line, e.reason)),
-            });
-            (events, errors)
+            let mut seen = [(0, Vec::new()), (0, Vec::new())];
+            for (i, (events, errors)) in seen.iter_mut().enumerate() {
+                let mut tally = |d: Decoded<'_>| match d.result {
+                    Ok(_) => *events += 1,
+                    Err(e) => errors.push((d.location.line, e.reason)),
+                };
+                if i == 0 {
+                    decoder.decode(text.as_bytes(), &mut tally);
+                } else {
+                    decoder.decode_str(text, &mut tally);
+                }
+            }
+            let [bytes, checked] = seen;
+            assert_eq!(bytes, checked, "decode and decode_str differ");
+            bytes
         };
         // Ten records, 3 KB in all: each line is within the limit.
         let lines = format!("{RECORD}\n").repeat(10);

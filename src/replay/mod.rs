@@ -809,7 +809,8 @@ impl Records<'_> {
         match (self.first_line, valid) {
             (Some(line), Some(text)) => decoder.decode_str_lines(text, line, &mut each),
             (Some(line), None) => decoder.decode_lines(text, line, &mut each),
-            (None, _) => decoder.decode(text, &mut each),
+            (None, Some(text)) => decoder.decode_str(text, &mut each),
+            (None, None) => decoder.decode(text, &mut each),
         }
         // A gzip stream that broke off: what inflated before is kept, and
         // the break is a rejected record of its own.
