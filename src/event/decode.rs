@@ -317,11 +317,11 @@ impl Decoder {
     where
         F: FnMut(Decoded<'_>),
     {
-        let mut ctx = Ctx {
+        Ctx {
             decoder: self,
             sink,
-        };
-        ctx.payload_str(text);
+        }
+        .payload_str(text);
     }
 
     /// Decodes a run of whole JSON Lines cut from a larger text at line ends
