@@ -149,9 +149,9 @@ self_cell::self_cell!(
 );
 
 /// A decoded file: its events (unless the sink needs only what `prepare`
-/// made of them), what `prepare` made of each (taken when the event reaches
-/// the sink), their times, its decode counts, events filtered out, bytes
-/// read.
+/// made of them), what `prepare` made of each (handed to the sink when the
+/// event's turn comes), their times, its decode counts, events filtered
+/// out, bytes read.
 struct DecodedFile<T> {
     /// Index into [`Plan::files`].
     file: usize,
@@ -722,9 +722,10 @@ fn decode_file<T>(
     };
     let mut prepared: Vec<Option<T>> = Vec::with_capacity(capacity(&text));
     let mut times = Vec::with_capacity(prepared.capacity());
-    // Reserved for about 300 bytes of text per event (the reporting
-    // event's fields and labels), so that it does not grow by copying.
-    let mut notes = String::with_capacity(prepared.capacity() * 300);
+    // For `read_prepared`, reserved for about 300 bytes of text per event
+    // (the reporting event's fields and labels), so that it does not grow
+    // by copying; `read_ordered` writes none.
+    let mut notes = String::with_capacity(if keep { 0 } else { prepared.capacity() * 300 });
     let events = if keep {
         let events = FileEvents::new(text, |text| {
             let mut events = Vec::with_capacity(prepared.capacity());
