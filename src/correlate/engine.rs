@@ -740,7 +740,7 @@ impl Correlator {
             self.filter_steps.iter().copied().for_each(&mut add);
         }
         if !hits.is_empty() {
-            self.enqueue(event, &hits, change, source, scratch, into, text);
+            self.observe_steps(event, &hits, change, source, scratch, into, text);
         }
     }
 
@@ -875,7 +875,7 @@ impl Correlator {
     /// Works out the observations of an event with these step hits into
     /// `into`.
     #[allow(clippy::too_many_arguments)]
-    fn enqueue(
+    fn observe_steps(
         &self,
         event: &AuditEvent<'_>,
         hits: &[(u16, u8)],
@@ -890,8 +890,6 @@ impl Correlator {
             EventId::Native(id) => xxhash_rust::xxh3::xxh3_64(id.as_bytes()),
         };
         let mut tier = None;
-        // The event's id and source, made once for all its observations.
-        let mut made = false;
         for &(c, mut mask) in hits {
             let corr = &self.correlations[c as usize];
             // Step filters.
@@ -935,7 +933,8 @@ impl Correlator {
                 .as_ref()
                 .and_then(|f| self.field_hash(f, event))
                 .unwrap_or(0);
-            if !std::mem::replace(&mut made, true) {
+            // The event's id and source, made once for all its observations.
+            if into.list.is_empty() {
                 into.id = EvId::of(&event.event_id);
                 into.src = scratch.src(&self.names, source);
             }
