@@ -3,13 +3,15 @@
 //! them in event-time order ([`read_ordered`]) with decompression and
 //! parsing on every core.
 //!
-//! Files are grouped into buckets by the hour in which the period their
-//! path says they cover starts (files without a date form one bucket, read
-//! first). Buckets are decoded in time order, one ahead of the one being
-//! consumed, each file on its own thread; a bucket's events are sorted by
-//! event time (stable: ties keep file and record order) and merged with the
-//! events held back from the bucket before. Events at or after the earliest
-//! start of the next bucket's files are held back for it, so hours that
+//! Files are grouped into buckets by the five minutes in which the period
+//! their path says they cover starts (files without a date form one
+//! bucket, read first). Buckets are decoded in time order, ahead of the
+//! one being consumed (the next one's files queued behind the current
+//! one's, so that no thread waits for a bucket's slowest file), each file
+//! on one thread; a bucket's events are sorted by event time (stable: ties
+//! keep file and record order) and merged with the events held back from
+//! the bucket before. Events at or after the earliest start of the next
+//! bucket's files are held back for it, so periods that
 //! overlap in event time (CloudTrail files hold events up to ~15 minutes
 //! older than their delivery) still reach the correlator in order: the same
 //! order the live pipeline's reorder buffer restores.
@@ -311,17 +313,25 @@ fn read<T: Send>(
         .collect();
     let mut stats = ReadStats::default();
     let lateness = chrono::Duration::milliseconds(options.lateness_ms.max(0));
-    // One round decoded ahead of the one being consumed.
+    // A decoded round waits here while the sink works through the one
+    // before, and two more are on the decoding threads.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Bucket<T>, ReadError>>(1);
     std::thread::scope(|outer| {
         let decoders = Decoders::start(outer, plan, options, keep, &prepare);
+        let rounds = Rounds {
+            plan,
+            options,
+            buckets: buckets
+                .iter()
+                .zip(&cutoffs)
+                .map(|((key, files), cutoff)| (*key, files.as_slice(), *cutoff))
+                .collect::<Vec<_>>()
+                .into_iter(),
+            reading: Vec::new(),
+            next_bucket: None,
+        };
         outer.spawn(move || {
-            for ((key, files), cutoff) in buckets.iter().zip(&cutoffs) {
-                let result = read_bucket(plan, options, *key, files, *cutoff, &decoders, &tx);
-                if result.is_err() {
-                    return;
-                }
-            }
+            read_rounds(rounds, &decoders, &tx);
             // Dropping `decoders` here ends the decoding threads.
         });
         // Rounds whose events are still to reach the sink, by number.
@@ -437,50 +447,53 @@ enum Work {
     },
 }
 
-/// Reads one bucket of files into rounds sent to `tx`: one round for a
-/// bucket of dated files; for the undated, rounds of the next pieces of
-/// every large JSON Lines file until all are read. `Err` when the consumer
-/// has gone or a file could not be read (the error sent).
-fn read_bucket<T: Send>(
-    plan: &Plan,
-    options: &ReadOptions<'_>,
-    key: i64,
-    files: &[usize],
+/// A bucket's key, its files, and the next bucket's earliest start.
+type BucketFiles<'a> = (i64, &'a [usize], Option<DateTime<Utc>>);
+
+/// The plan's rounds in order, made one at a time: one round for a bucket
+/// of dated files; for the undated, rounds of the next pieces of every
+/// large JSON Lines file until all are read.
+struct Rounds<'a> {
+    plan: &'a Plan,
+    options: &'a ReadOptions<'a>,
+    /// The buckets not yet started.
+    buckets: std::vec::IntoIter<BucketFiles<'a>>,
+    /// The current bucket's files still being read in pieces: the file,
+    /// its pieces, and whether the next piece is its first.
+    reading: Vec<(usize, Pieces, bool)>,
+    /// The earliest start of the files of the bucket after the current one.
     next_bucket: Option<DateTime<Utc>>,
-    decoders: &Decoders<T>,
-    tx: &std::sync::mpsc::SyncSender<Result<Bucket<T>, ReadError>>,
-) -> Result<(), ()> {
-    let threads = options.threads.max(1);
-    let failed = |path: &PathBuf, source| {
-        let _ = tx.send(Err(ReadError {
-            path: path.clone(),
-            source,
-        }));
-    };
-    let mut work = Vec::new();
-    let mut reading: Vec<(usize, Pieces, bool)> = Vec::new();
-    for &i in files {
-        let path = &plan.files[i].path;
-        // Only files without a date are read in pieces: a dated file's
-        // bucket is ordered whole.
-        let pieces = if key == i64::MIN {
-            options.store.pieces(path, options.piece_bytes)
-        } else {
-            Ok(None)
-        };
-        match pieces {
-            Ok(Some(pieces)) => reading.push((i, pieces, true)),
-            Ok(None) => work.push(Work::Whole(i)),
-            Err(e) => {
-                failed(path, e);
-                return Err(());
+}
+
+impl Rounds<'_> {
+    /// The next round's work and what its events wait for; `None` when
+    /// every file is read; `Err` when a file could not be read (nothing
+    /// after it is read).
+    fn next_round(&mut self) -> Option<Result<(Vec<Work>, Hold), ReadError>> {
+        let mut work = Vec::new();
+        if self.reading.is_empty() {
+            let (key, files, next_bucket) = self.buckets.next()?;
+            self.next_bucket = next_bucket;
+            for &i in files {
+                let path = &self.plan.files[i].path;
+                // Only files without a date are read in pieces: a dated
+                // file's bucket is ordered whole.
+                let pieces = if key == i64::MIN {
+                    self.options.store.pieces(path, self.options.piece_bytes)
+                } else {
+                    Ok(None)
+                };
+                match pieces {
+                    Ok(Some(pieces)) => self.reading.push((i, pieces, true)),
+                    Ok(None) => work.push(Work::Whole(i)),
+                    Err(source) => return Some(Err(self.failed(i, source))),
+                }
             }
         }
-    }
-    loop {
         // Enough pieces of each file to keep every thread busy.
-        let per_file = threads.div_ceil(reading.len().max(1));
-        for (i, pieces, first) in &mut reading {
+        let threads = self.options.threads.max(1);
+        let per_file = threads.div_ceil(self.reading.len().max(1));
+        for (i, pieces, first) in &mut self.reading {
             for _ in 0..per_file {
                 match pieces.next_piece() {
                     Ok(Some(piece)) => work.push(Work::Piece {
@@ -489,29 +502,74 @@ fn read_bucket<T: Send>(
                         first: std::mem::take(first),
                     }),
                     Ok(None) => break,
-                    Err(e) => {
-                        failed(&plan.files[*i].path, e);
-                        return Err(());
+                    Err(source) => {
+                        let file = *i;
+                        return Some(Err(self.failed(file, source)));
                     }
                 }
             }
         }
-        reading.retain(|(_, pieces, _)| !pieces.done());
-        let hold = if reading.is_empty() {
-            Hold::NextBucket(next_bucket)
+        self.reading.retain(|(_, pieces, _)| !pieces.done());
+        let hold = if self.reading.is_empty() {
+            Hold::NextBucket(self.next_bucket)
         } else {
             Hold::Reading {
-                files: reading.iter().map(|(i, _, _)| *i).collect(),
-                next_bucket,
+                files: self.reading.iter().map(|(i, _, _)| *i).collect(),
+                next_bucket: self.next_bucket,
             }
         };
-        let result = decoders.round(std::mem::take(&mut work), hold);
+        Some(Ok((work, hold)))
+    }
+
+    /// A file that could not be read: the error, and nothing more to read.
+    fn failed(&mut self, file: usize, source: std::io::Error) -> ReadError {
+        self.buckets = Vec::new().into_iter();
+        self.reading.clear();
+        ReadError {
+            path: self.plan.files[file].path.clone(),
+            source,
+        }
+    }
+}
+
+/// Hands the plan's rounds, decoded, to `tx` in order, keeping the next
+/// round's tasks queued behind the current one's: a decoding thread that
+/// finishes its last task of a round goes on to the next round rather than
+/// waiting for the round's slowest file. Stops at the first error (sent
+/// after the rounds before it) or when the consumer has gone.
+fn read_rounds<T: Send>(
+    mut rounds: Rounds<'_>,
+    decoders: &Decoders<T>,
+    tx: &std::sync::mpsc::SyncSender<Result<Bucket<T>, ReadError>>,
+) {
+    const IN_FLIGHT: usize = 2;
+    let mut in_flight: std::collections::VecDeque<Round<T>> = Default::default();
+    let mut failure = None;
+    let mut number = 0u64;
+    loop {
+        while failure.is_none() && in_flight.len() < IN_FLIGHT {
+            match rounds.next_round() {
+                Some(Ok((work, hold))) => match decoders.submit(number, work, hold) {
+                    Ok(round) => {
+                        in_flight.push_back(round);
+                        number += 1;
+                    }
+                    Err(e) => failure = Some(e),
+                },
+                Some(Err(e)) => failure = Some(e),
+                None => break,
+            }
+        }
+        let Some(round) = in_flight.pop_front() else {
+            if let Some(e) = failure {
+                let _ = tx.send(Err(e));
+            }
+            return;
+        };
+        let result = decoders.finish(round, &mut in_flight);
         let failed = result.is_err();
         if tx.send(result).is_err() || failed {
-            return Err(());
-        }
-        if reading.is_empty() {
-            return Ok(());
+            return;
         }
     }
 }
@@ -831,10 +889,10 @@ impl Records<'_> {
     }
 }
 
-/// What a decoding thread hands back for one task: its number in the
-/// round, the decoded file or why it could not be read, and its records
-/// that did not parse.
-type Done<T> = (usize, Decoding<T>);
+/// What a decoding thread hands back for one task: its round and its
+/// number in the round, the decoded file or why it could not be read, and
+/// its records that did not parse.
+type Done<T> = ((u64, usize), Decoding<T>);
 
 /// A decoded file or why it could not be read, and its records that did
 /// not parse.
@@ -845,7 +903,7 @@ type Decoding<T> = (Result<DecodedFile<T>, ReadError>, Vec<(usize, ErrorReason)>
 /// a 200 MB export). A round's tasks go out on `work`; their results come
 /// back on `done`.
 struct Decoders<T> {
-    work: std::sync::mpsc::Sender<(usize, Work)>,
+    work: std::sync::mpsc::Sender<((u64, usize), Work)>,
     done: std::sync::mpsc::Receiver<Done<T>>,
 }
 
@@ -860,7 +918,7 @@ impl<T: Send> Decoders<T> {
     where
         T: 'scope,
     {
-        let (work, tasks) = std::sync::mpsc::channel::<(usize, Work)>();
+        let (work, tasks) = std::sync::mpsc::channel::<((u64, usize), Work)>();
         let (finished, done) = std::sync::mpsc::channel::<Done<T>>();
         let tasks = std::sync::Arc::new(Mutex::new(tasks));
         for _ in 0..options.threads.max(1) {
@@ -898,36 +956,81 @@ impl<T: Send> Decoders<T> {
         Decoders { work, done }
     }
 
-    /// Decodes a round's files and pieces on the decoding threads.
-    fn round(&self, work: Vec<Work>, hold: Hold) -> Result<Bucket<T>, ReadError> {
+    /// Puts a round's files and pieces on the decoding threads' queue.
+    fn submit(&self, number: u64, work: Vec<Work>, hold: Hold) -> Result<Round<T>, ReadError> {
         let count = work.len();
-        for task in work.into_iter().enumerate() {
-            self.work.send(task).map_err(|_| gone())?;
+        for (k, task) in work.into_iter().enumerate() {
+            self.work.send(((number, k), task)).map_err(|_| gone())?;
         }
-        let mut results = Vec::with_capacity(count);
-        let mut errors = Vec::new();
-        let mut failure: Option<(usize, ReadError)> = None;
-        for _ in 0..count {
-            let (k, (result, bad)) = self.done.recv().map_err(|_| gone())?;
-            match result {
-                Ok(decoded) => results.push((k, decoded)),
-                // The first failed task of the round, in plan order.
-                Err(e) if failure.as_ref().is_none_or(|(f, _)| k < *f) => failure = Some((k, e)),
-                Err(_) => {}
+        Ok(Round {
+            number,
+            count,
+            hold,
+            results: Vec::with_capacity(count),
+            errors: Vec::new(),
+            failure: None,
+            received: 0,
+        })
+    }
+
+    /// Waits for the rest of a round's tasks; results of the rounds queued
+    /// behind it that come in meanwhile go to them.
+    fn finish(
+        &self,
+        mut round: Round<T>,
+        later: &mut std::collections::VecDeque<Round<T>>,
+    ) -> Result<Bucket<T>, ReadError> {
+        while round.received < round.count {
+            let ((number, k), decoding) = self.done.recv().map_err(|_| gone())?;
+            if number == round.number {
+                round.take(k, decoding);
+            } else if let Some(other) = later.iter_mut().find(|r| r.number == number) {
+                other.take(k, decoding);
             }
-            errors.extend(bad.into_iter().map(|(i, reason)| (k, i, reason)));
         }
-        if let Some((_, e)) = failure {
+        round.into_bucket()
+    }
+}
+
+/// A round whose tasks are on the decoding threads, and what has come
+/// back of them.
+struct Round<T> {
+    number: u64,
+    count: usize,
+    hold: Hold,
+    results: Vec<(usize, DecodedFile<T>)>,
+    errors: Vec<(usize, usize, ErrorReason)>,
+    /// The first failed task of the round, in plan order.
+    failure: Option<(usize, ReadError)>,
+    received: usize,
+}
+
+impl<T> Round<T> {
+    fn take(&mut self, k: usize, (result, bad): Decoding<T>) {
+        self.received += 1;
+        match result {
+            Ok(decoded) => self.results.push((k, decoded)),
+            Err(e) if self.failure.as_ref().is_none_or(|(f, _)| k < *f) => {
+                self.failure = Some((k, e))
+            }
+            Err(_) => {}
+        }
+        self.errors
+            .extend(bad.into_iter().map(|(i, reason)| (k, i, reason)));
+    }
+
+    fn into_bucket(mut self) -> Result<Bucket<T>, ReadError> {
+        if let Some((_, e)) = self.failure {
             return Err(e);
         }
         // Plan order, so that ties break the same way on every run.
-        results.sort_by_key(|r| r.0);
+        self.results.sort_by_key(|r| r.0);
         // Work order (plan order, pieces in file order), then record order.
-        errors.sort_by_key(|e| e.0);
+        self.errors.sort_by_key(|e| e.0);
         Ok(Bucket {
-            files: results.into_iter().map(|(_, f)| f).collect(),
-            errors: errors.into_iter().map(|(_, i, r)| (i, r)).collect(),
-            hold,
+            files: self.results.into_iter().map(|(_, f)| f).collect(),
+            errors: self.errors.into_iter().map(|(_, i, r)| (i, r)).collect(),
+            hold: self.hold,
         })
     }
 }
