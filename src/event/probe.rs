@@ -328,6 +328,7 @@ pub(crate) enum Key {
 }
 
 const KEY_COUNT: usize = 66;
+const _: () = assert!(KEY_COUNT <= 128, "Probe::escaped has a bit per key");
 
 impl Key {
     fn from_name(name: &str) -> Option<Key> {
@@ -485,6 +486,10 @@ impl Key {
 /// demand from their raw text into small typed structs.
 pub(crate) struct Probe<'a> {
     values: [Option<&'a str>; KEY_COUNT],
+    /// One bit per [`Key`]: its value is a string holding escapes (the
+    /// parser's skip tells, so that reading a string needs no second
+    /// search for a backslash).
+    escaped: u128,
     /// `userIdentity`, parsed in the same pass (it is on every CloudTrail
     /// record and a second pass over it cost ~10% of the parse). `Some(None)`:
     /// present but not an object.
@@ -542,32 +547,35 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOr<T> {
 /// `Cargo.lock`; the golden tests fail if a sonic-rs upgrade changes it.
 const SONIC_RAW_VALUE_TOKEN: &str = "$sonic_rs::LazyValue";
 
-/// Deserializes any value as its raw JSON text, borrowed from `base`.
+/// Deserializes any value as its raw JSON text, borrowed from `base`, and
+/// whether it is a string holding escapes.
 struct RawValueSeed<'a> {
     base: &'a str,
 }
 
 impl<'de> de::DeserializeSeed<'de> for RawValueSeed<'de> {
-    type Value = &'de str;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<&'de str, D::Error> {
+    type Value = (&'de str, bool);
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         struct RawVisitor<'a> {
             base: &'a str,
         }
         impl<'de> Visitor<'de> for RawVisitor<'de> {
-            type Value = &'de str;
+            type Value = (&'de str, bool);
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("any JSON value")
             }
-            fn visit_borrowed_str<E: de::Error>(self, raw: &'de str) -> Result<&'de str, E> {
-                Ok(raw)
+            fn visit_borrowed_str<E: de::Error>(self, raw: &'de str) -> Result<Self::Value, E> {
+                Ok((raw, false))
             }
-            // Values holding escapes arrive without the input's lifetime, but they
-            // are still slices of the input: find them in `base`.
-            fn visit_str<E: de::Error>(self, raw: &str) -> Result<&'de str, E> {
+            // Strings holding escapes (and only those) arrive without the
+            // input's lifetime, but they are still slices of the input:
+            // find them in `base`.
+            fn visit_str<E: de::Error>(self, raw: &str) -> Result<Self::Value, E> {
                 let offset = (raw.as_ptr() as usize).wrapping_sub(self.base.as_ptr() as usize);
                 self.base
                     .get(offset..offset.wrapping_add(raw.len()))
                     .filter(|found| found.as_ptr() == raw.as_ptr())
+                    .map(|found| (found, true))
                     .ok_or_else(|| E::custom("raw value is not part of the input"))
             }
         }
@@ -816,14 +824,15 @@ impl<'de> Visitor<'de> for ProbeVisitor<'_, 'de> {
                     end = None;
                 }
                 Some(key) => {
-                    let raw = map.next_value_seed(RawValueSeed { base: self.base })?;
+                    let (raw, escaped) = map.next_value_seed(RawValueSeed { base: self.base })?;
                     probe.values[key as usize] = Some(raw);
+                    probe.escaped |= u128::from(escaped) << key as u32;
                     end = end_of(raw);
                 }
                 None => {
                     // Skipped as raw text (the same validating skip as
                     // `IgnoredAny`), to know where it ends.
-                    let raw = map.next_value_seed(RawValueSeed { base: self.base })?;
+                    let (raw, _) = map.next_value_seed(RawValueSeed { base: self.base })?;
                     end = end_of(raw);
                 }
             }
@@ -836,6 +845,7 @@ impl<'a> Probe<'a> {
     pub(crate) fn new() -> Probe<'a> {
         Probe {
             values: [None; KEY_COUNT],
+            escaped: 0,
             user_identity: None,
         }
     }
@@ -933,6 +943,11 @@ impl<'a> Probe<'a> {
     pub(crate) fn str(&self, key: Key) -> Result<Option<Str<'a>>, Rejection> {
         match self.raw(key) {
             None => Ok(None),
+            // A string the parser found no escape in: its text as it stands.
+            Some(raw) if raw.starts_with('"') && self.escaped & (1 << key as u32) == 0 => {
+                let text = raw.get(1..raw.len().saturating_sub(1)).unwrap_or("");
+                Ok((!text.is_empty()).then_some(Cow::Borrowed(text)))
+            }
             Some(raw) if raw.starts_with('"') => match json_string(raw) {
                 Some(s) if s.is_empty() => Ok(None),
                 Some(s) => Ok(Some(s)),
@@ -1048,6 +1063,31 @@ mod tests {
         let parsed: Record<'_> =
             sonic_rs::from_str(&record).map_err(|e| classify_sonic_error(&e))?;
         Ok(format!("{:?}", Some(parsed.user_identity)))
+    }
+
+    /// A string the parser found no escape in is read as it stands; one
+    /// with escapes is unescaped, whichever comes first when a key repeats.
+    #[test]
+    fn strings_are_unescaped_only_where_the_parser_saw_escapes() {
+        let record = r#"{"eventName":"Put\u0042ucket","eventSource":"s3.amazonaws.com","awsRegion":"a\"b","errorCode":"","errorMessage":"x\\","userAgent":"plain","userAgent":"tw\u006f","eventType":"tw\u006f","eventType":"plain","eventID":5}"#;
+        let mut probe = Probe::new();
+        probe.parse_into(record).unwrap();
+        let read = |key| probe.str(key).unwrap();
+        assert_eq!(read(Key::EventName), Some(Cow::Owned("PutBucket".into())));
+        assert!(matches!(
+            read(Key::EventSource),
+            Some(Cow::Borrowed("s3.amazonaws.com"))
+        ));
+        assert_eq!(read(Key::AwsRegion).as_deref(), Some("a\"b"));
+        assert_eq!(read(Key::ErrorCode), None);
+        assert_eq!(read(Key::ErrorMessage).as_deref(), Some("x\\"));
+        assert_eq!(read(Key::UserAgent).as_deref(), Some("two"));
+        assert_eq!(read(Key::EventType).as_deref(), Some("plain"));
+        assert_eq!(read(Key::Category), None);
+        assert_eq!(
+            probe.str(Key::EventId).unwrap_err().0,
+            ErrorReason::WrongType
+        );
     }
 
     /// The in-place reading of `userIdentity` gives what the derived one
