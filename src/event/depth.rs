@@ -139,11 +139,19 @@ pub(crate) fn deeper_than(bytes: &[u8], limit: usize) -> bool {
         in_string_carry = ((in_string as i64) >> 63) as u64;
         let opens = m.opens & !in_string;
         let closes = m.closes & !in_string;
-        let mut brackets = opens | closes;
-        if opens == 0 {
-            depth = depth.saturating_sub(closes.count_ones() as usize);
+        let (open_count, close_count) = (opens.count_ones() as usize, closes.count_ones() as usize);
+        // The usual block: it can neither pass the limit (even with all
+        // its opens first) nor close more than is open (even with all its
+        // closes first), so only the counts matter.
+        if depth + open_count <= limit && depth >= close_count {
+            depth = depth + open_count - close_count;
             continue;
         }
+        if opens == 0 {
+            depth = depth.saturating_sub(close_count);
+            continue;
+        }
+        let mut brackets = opens | closes;
         while brackets != 0 {
             let bit = brackets & brackets.wrapping_neg();
             if opens & bit != 0 {
