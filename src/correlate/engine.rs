@@ -257,6 +257,18 @@ struct PendingKey {
     slot: u32,
 }
 
+impl PendingKey {
+    /// The order among keys of one time, as one integer: what the derived
+    /// order compares after the time (sorting a second's observations by
+    /// it took half the time the field-by-field comparison took).
+    fn within_time(&self) -> u128 {
+        (u128::from(self.tie) << 64)
+            | (u128::from(self.corr) << 40)
+            | (u128::from(self.steps) << 32)
+            | u128::from(self.slot)
+    }
+}
+
 struct Payload {
     key: u64,
     ev: Ev,
@@ -517,7 +529,9 @@ impl Stream {
             while self.pending.peek().is_some_and(|Reverse(k)| k.time == t) {
                 self.ready.extend(self.pending.pop().map(|Reverse(k)| k));
             }
-            self.ready.make_contiguous().sort_unstable();
+            self.ready
+                .make_contiguous()
+                .sort_unstable_by_key(PendingKey::within_time);
         }
         let key = self.ready.pop_front()?;
         let payload = self.slab[key.slot as usize].take()?;
@@ -1507,4 +1521,37 @@ fn distinct_values(evidence: &[Ev]) -> usize {
 fn format_window(ms: i64) -> String {
     let secs = (ms.max(0) / 1000) as u64;
     humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Keys of one time sort by [`PendingKey::within_time`] as the
+        /// derived order sorts them.
+        #[test]
+        fn one_integer_orders_keys_of_one_time_as_their_fields_do(
+            fields in prop::collection::vec((0u64..4, any::<u64>(), any::<u16>(), any::<u8>(), any::<u32>()), 0..64),
+            narrow in any::<bool>(),
+        ) {
+            let keys: Vec<PendingKey> = fields
+                .into_iter()
+                .map(|(small, tie, corr, steps, slot)| PendingKey {
+                    time: 7,
+                    // Narrow ties make the later fields decide.
+                    tie: if narrow { small } else { tie },
+                    corr: if narrow { corr % 3 } else { corr },
+                    steps: if narrow { steps % 3 } else { steps },
+                    slot,
+                })
+                .collect();
+            let mut by_fields = keys.clone();
+            by_fields.sort_unstable();
+            let mut by_integer = keys;
+            by_integer.sort_unstable_by_key(PendingKey::within_time);
+            prop_assert!(by_fields == by_integer);
+        }
+    }
 }
