@@ -109,44 +109,45 @@ impl Hasher for IdHasher {
 }
 
 /// The event a finding is reported against (the one that completed a
-/// pattern, or opened a window), owned: its group label, and the event's
-/// fields, shared by all of the event's observations.
+/// pattern, or opened a window): its fields and group label, as text in a
+/// shared buffer. A replay's buffer holds the text of a whole file's events,
+/// so that an observation (which seldom reports its event) copies and
+/// allocates nothing on the ordering thread; a key that keeps its event
+/// keeps a copy of the event's own text ([`Ctx::kept`]).
 #[derive(Clone, Debug)]
 pub struct Ctx {
-    text: Arc<EventText>,
-    /// Where the group label is in `text`.
-    label: (u32, u32),
-}
-
-/// An event's account, region, service, operation, principal id and name
-/// and resources (one per line), then the group labels of its
-/// observations, back to back in one allocation.
-#[derive(Debug)]
-struct EventText {
-    buf: Box<str>,
+    buf: Arc<String>,
+    /// Where the event's text starts in `buf`; `ends` and `label` count
+    /// from there.
+    start: u32,
+    /// Where the event's account, region, service, operation, principal
+    /// id and name, and resources (one per line) end, back to back.
     ends: [u32; 7],
+    /// Where the group label is.
+    label: (u32, u32),
     cloud: Cloud,
     kind: PrincipalKind,
 }
 
 impl Ctx {
+    fn text(&self, from: u32, to: u32) -> &str {
+        let start = self.start as usize;
+        self.buf
+            .get(start + from as usize..start + to as usize)
+            .unwrap_or("")
+    }
     fn part(&self, i: usize) -> &str {
-        let t = &self.text;
-        let start = if i == 0 { 0 } else { t.ends[i - 1] as usize };
-        t.buf.get(start..t.ends[i] as usize).unwrap_or("")
+        let from = if i == 0 { 0 } else { self.ends[i - 1] };
+        self.text(from, self.ends[i])
     }
     fn opt(&self, i: usize) -> Option<&str> {
         Some(self.part(i)).filter(|s| !s.is_empty())
     }
     fn label(&self) -> &str {
-        let (start, end) = self.label;
-        self.text
-            .buf
-            .get(start as usize..end as usize)
-            .unwrap_or("")
+        self.text(self.label.0, self.label.1)
     }
     fn cloud(&self) -> Cloud {
-        self.text.cloud
+        self.cloud
     }
     fn account(&self) -> Option<&str> {
         self.opt(0)
@@ -162,13 +163,30 @@ impl Ctx {
     }
     fn principal(&self) -> FindingPrincipal {
         FindingPrincipal {
-            kind: self.text.kind,
+            kind: self.kind,
             id: self.opt(4).map(str::to_owned),
             name: self.opt(5).map(str::to_owned),
         }
     }
     fn resources(&self) -> impl Iterator<Item = &str> {
         self.part(6).split('\n').filter(|r| !r.is_empty())
+    }
+
+    /// For a key that keeps the event: its fields and label copied out of
+    /// the shared buffer (which may hold a whole file's text), so that the
+    /// key holds no more than its own event.
+    fn kept(self) -> Box<Ctx> {
+        let fields = self.text(0, self.ends[6]);
+        let label = self.label();
+        let mut own = String::with_capacity(fields.len() + label.len());
+        own.push_str(fields);
+        own.push_str(label);
+        Box::new(Ctx {
+            label: (self.ends[6], own.len() as u32),
+            buf: Arc::new(own),
+            start: 0,
+            ..self
+        })
     }
 }
 
@@ -215,7 +233,7 @@ pub struct KeyState {
     step: u8,
     /// Sequence: events of the current step so far.
     progress: u8,
-    ctx: Option<Ctx>,
+    ctx: Option<Box<Ctx>>,
     /// The first one is the first step's event: a sequence's `differ`
     /// compares against its value.
     evidence: SmallVec<[Ev; 1]>,
@@ -306,6 +324,9 @@ pub struct ObserveScratch {
     last_source: Option<(String, Src)>,
     /// The event text of [`Correlator::observe`].
     text: String,
+    /// What [`Correlator::observe`] hands on for an event none of whose
+    /// observations may report it.
+    no_text: Arc<String>,
 }
 
 impl ObserveScratch {
@@ -716,7 +737,13 @@ impl Correlator {
             &mut observations,
             &mut text,
         );
-        self.observe_prepared(stream, &mut observations, &text, out);
+        // The event's own text, exactly as long as it is: observations
+        // may wait in the stream for as long as the allowed lateness.
+        let shared = match observations.text {
+            Some(_) => Arc::new(text.as_str().to_owned()),
+            None => Arc::clone(&stream.scratch.no_text),
+        };
+        self.observe_prepared(stream, &mut observations, &shared, out);
         stream.scratch.text = text;
     }
 
@@ -760,13 +787,14 @@ impl Correlator {
 
     /// Applies what [`Correlator::observations`] made of an event to the
     /// stream, in the order events arrive (taking its observations out);
-    /// `text` is the buffer its text went to. Appends the findings that
-    /// become due to `out`.
+    /// `text` is the buffer its text went to (observations that may
+    /// report the event share it). Appends the findings that become due to
+    /// `out`.
     pub fn observe_prepared(
         &self,
         stream: &mut Stream,
         observations: &mut Observations,
-        text: &str,
+        text: &Arc<String>,
         out: &mut Vec<Finding>,
     ) {
         let Some(t) = observations.time else {
@@ -774,19 +802,18 @@ impl Correlator {
             return;
         };
         stream.local.ungrouped += u64::from(observations.ungrouped);
-        let text = observations.text.map(|(start, end)| {
-            Arc::new(EventText {
-                buf: text.get(start as usize..end as usize).unwrap_or("").into(),
-                ends: observations.ends,
-                cloud: observations.cloud,
-                kind: observations.kind,
-            })
-        });
         for o in observations.list.drain(..) {
-            let ctx = o.label.zip(text.as_ref()).map(|(label, text)| Ctx {
-                text: Arc::clone(text),
-                label,
-            });
+            let ctx = o
+                .label
+                .zip(observations.text)
+                .map(|(label, (start, _))| Ctx {
+                    buf: Arc::clone(text),
+                    start,
+                    ends: observations.ends,
+                    label,
+                    cloud: observations.cloud,
+                    kind: observations.kind,
+                });
             let ev = Ev {
                 time: t,
                 value: o.value,
@@ -1259,7 +1286,7 @@ impl Correlator {
                         let mut st = self.new_state(p.corr, p.time, p.time + w);
                         st.count = 1;
                         st.evidence.push(p.ev);
-                        st.ctx = p.ctx;
+                        st.ctx = p.ctx.map(Ctx::kept);
                         v.insert(st);
                         self.created(stream, p.key, p.time + w);
                     }
@@ -1273,7 +1300,7 @@ impl Correlator {
                     let mut st = self.new_state(p.corr, p.time, p.time + w);
                     st.count = 1;
                     st.evidence.push(p.ev);
-                    st.ctx = p.ctx;
+                    st.ctx = p.ctx.map(Ctx::kept);
                     v.insert(st);
                     self.created(stream, p.key, p.time + w);
                 }
@@ -1289,7 +1316,7 @@ impl Correlator {
                     let mut st = self.new_state(p.corr, p.time, p.time + w);
                     st.count = 1;
                     st.evidence.push(p.ev);
-                    st.ctx = p.ctx;
+                    st.ctx = p.ctx.map(Ctx::kept);
                     v.insert(st);
                     self.created(stream, p.key, p.time + w);
                 }
@@ -1389,7 +1416,7 @@ impl Correlator {
         let corr = &self.correlations[st.corr()];
         match corr.kind {
             Kind::Absence | Kind::Session | Kind::Silence => {
-                self.fire(stream, corr, st.ctx.as_ref(), st, st.expires, out);
+                self.fire(stream, corr, st.ctx.as_deref(), st, st.expires, out);
             }
             _ => {}
         }
@@ -1527,6 +1554,60 @@ fn format_window(ms: i64) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A kept event is read as it was in the shared buffer, and holds its
+    /// own text only.
+    #[test]
+    fn a_kept_event_reads_as_it_did_from_the_shared_buffer() {
+        let before = "other event's text|label";
+        let fields = ["111", "us-east-1", "s3", "PutBucketAcl", "AIDA1", "mallory"];
+        let mut buf = before.to_owned();
+        let start = buf.len();
+        let mut ends = [0u32; 7];
+        for (i, f) in fields.iter().enumerate() {
+            buf.push_str(f);
+            ends[i] = (buf.len() - start) as u32;
+        }
+        buf.push_str("arn:aws:s3:::a\narn:aws:s3:::b");
+        ends[6] = (buf.len() - start) as u32;
+        buf.push_str("first label");
+        let label_from = (buf.len() - start) as u32;
+        buf.push_str("mallory@111");
+        let label = (label_from, (buf.len() - start) as u32);
+        buf.push_str("the next event's text");
+        let ctx = Ctx {
+            buf: Arc::new(buf),
+            start: start as u32,
+            ends,
+            label,
+            cloud: Cloud::Aws,
+            kind: PrincipalKind::User,
+        };
+        let read = |c: &Ctx| {
+            (
+                c.account().map(str::to_owned),
+                c.region().map(str::to_owned),
+                c.service().to_owned(),
+                c.operation().to_owned(),
+                c.principal(),
+                c.resources().map(str::to_owned).collect::<Vec<_>>(),
+                c.label().to_owned(),
+                c.cloud(),
+            )
+        };
+        let shared = read(&ctx);
+        assert_eq!(shared.0.as_deref(), Some("111"));
+        assert_eq!(shared.3, "PutBucketAcl");
+        assert_eq!(shared.4.name.as_deref(), Some("mallory"));
+        assert_eq!(shared.5, ["arn:aws:s3:::a", "arn:aws:s3:::b"]);
+        assert_eq!(shared.6, "mallory@111");
+        let kept = ctx.kept();
+        assert_eq!(read(&kept), shared);
+        assert_eq!(
+            kept.buf.as_str(),
+            "111us-east-1s3PutBucketAclAIDA1malloryarn:aws:s3:::a\narn:aws:s3:::bmallory@111"
+        );
+    }
 
     proptest! {
         /// Keys of one time sort by [`PendingKey::within_time`] as the

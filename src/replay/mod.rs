@@ -39,7 +39,7 @@ pub mod source;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
@@ -159,8 +159,9 @@ struct DecodedFile<T> {
     file: usize,
     events: Option<FileEvents>,
     prepared: Vec<Option<T>>,
-    /// Text `prepare` wrote for the sink (see [`read_prepared`]).
-    notes: String,
+    /// Text `prepare` wrote for the sink (see [`read_prepared`]), shared
+    /// with what the sink keeps of it.
+    notes: Arc<String>,
     times: Vec<Option<DateTime<Utc>>>,
     stats: DecodeStats,
     filtered: u64,
@@ -240,7 +241,7 @@ pub fn read_ordered<T: Send>(
     rejected: impl FnMut(usize, ErrorReason),
     progress: impl FnMut(&ReadStats),
 ) -> Result<ReadStats, ReadError> {
-    let sink = |event: Option<&ReplayEvent<'_>>, prepared: &mut Option<T>, _: &str| {
+    let sink = |event: Option<&ReplayEvent<'_>>, prepared: &mut Option<T>, _: &Arc<String>| {
         if let (Some(event), Some(prepared)) = (event, prepared.take()) {
             sink(event, prepared);
         }
@@ -258,16 +259,17 @@ pub fn read_ordered<T: Send>(
 /// decoded, into a `T::default()` in place, and the sink works on it in
 /// place (it is dropped with its round). Text that `prepare` makes goes to
 /// a buffer of its file's (the second argument), one allocation per file,
-/// which the sink is given with each event.
+/// which the sink is given with each event, shared: what the sink keeps
+/// of it keeps the buffer.
 pub fn read_prepared<T: Send + Default>(
     plan: &Plan,
     options: &ReadOptions<'_>,
     prepare: impl Fn(&ReplayEvent<'_>, &mut T, &mut String) + Sync,
-    mut sink: impl FnMut(&mut T, &str),
+    mut sink: impl FnMut(&mut T, &Arc<String>),
     rejected: impl FnMut(usize, ErrorReason),
     progress: impl FnMut(&ReadStats),
 ) -> Result<ReadStats, ReadError> {
-    let sink = |_: Option<&ReplayEvent<'_>>, prepared: &mut Option<T>, notes: &str| {
+    let sink = |_: Option<&ReplayEvent<'_>>, prepared: &mut Option<T>, notes: &Arc<String>| {
         if let Some(prepared) = prepared {
             sink(prepared, notes);
         }
@@ -288,7 +290,7 @@ fn read<T: Send>(
     options: &ReadOptions<'_>,
     keep: bool,
     prepare: impl Fn(&ReplayEvent<'_>, &mut Vec<Option<T>>, &mut String) + Sync,
-    mut sink: impl FnMut(Option<&ReplayEvent<'_>>, &mut Option<T>, &str),
+    mut sink: impl FnMut(Option<&ReplayEvent<'_>>, &mut Option<T>, &Arc<String>),
     mut rejected: impl FnMut(usize, ErrorReason),
     mut progress: impl FnMut(&ReadStats),
 ) -> Result<ReadStats, ReadError> {
@@ -816,7 +818,7 @@ fn decode_file<T>(
         file: index,
         events,
         prepared,
-        notes,
+        notes: Arc::new(notes),
         times,
         stats: records.stats,
         filtered: records.filtered,
