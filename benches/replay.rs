@@ -167,10 +167,7 @@ fn main() {
         &options,
         &analyzer,
         &mut stream,
-        |out| {
-            found += out.len();
-            out.clear();
-        },
+        |out| found += out.len(),
         |_, _| {},
         |_| {},
     )

@@ -517,7 +517,7 @@ impl Summary {
 
     /// Writes a finding: as JSON, or (`--format ocsf`) as an OCSF
     /// Detection Finding, an alert created by it.
-    fn write(&mut self, out: &mut impl Write, finding: Finding) -> io::Result<()> {
+    fn write(&mut self, out: &mut impl Write, finding: &Finding) -> io::Result<()> {
         match &self.ocsf {
             None => {
                 let before = self.pending.len();
@@ -536,7 +536,7 @@ impl Summary {
                     first_seen: finding.event_time,
                     last_seen: finding.event_time,
                     closed_by: None,
-                    finding,
+                    finding: finding.clone(),
                 });
                 match ocsf.render(&notice) {
                     Ok(Some(rendered)) => {
@@ -567,7 +567,9 @@ impl Summary {
         out: &mut impl Write,
         quiet: bool,
     ) -> io::Result<()> {
-        for finding in findings.drain(..) {
+        // Read in place, not drained: a replay frees each event's findings
+        // with its round, on the thread that made them.
+        for finding in findings.iter() {
             count(&mut self.by_rule, &finding.rule_id);
             *self.by_severity.entry(finding.severity).or_default() += 1;
             count(

@@ -157,6 +157,8 @@ self_cell::self_cell!(
 struct DecodedFile<T> {
     /// Index into [`Plan::files`].
     file: usize,
+    /// The decoding thread that made it.
+    decoder: usize,
     events: Option<FileEvents>,
     prepared: Vec<Option<T>>,
     /// Text `prepare` wrote for the sink (see [`read_prepared`]), shared
@@ -319,7 +321,7 @@ fn read<T: Send>(
     // before, and two more are on the decoding threads.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Bucket<T>, ReadError>>(1);
     std::thread::scope(|outer| {
-        let decoders = Decoders::start(outer, plan, options, keep, &prepare);
+        let (decoders, graveyard) = Decoders::start(outer, plan, options, keep, &prepare);
         let rounds = Rounds {
             plan,
             options,
@@ -387,7 +389,16 @@ fn read<T: Send>(
             // when an older one still waits (an export that jumps back in
             // time leaves its last events waiting to the end).
             let waiting: std::collections::BTreeSet<u32> = carry.iter().map(|e| e.bucket).collect();
-            live.retain(|n, _| waiting.contains(n));
+            let done: Vec<u32> = live
+                .keys()
+                .filter(|n| !waiting.contains(n))
+                .copied()
+                .collect();
+            for n in done {
+                if let Some(bucket) = live.remove(&n) {
+                    graveyard.bury(bucket);
+                }
+            }
             progress(&stats);
         }
         emit(&mut live, &carry);
@@ -655,8 +666,10 @@ pub fn file_names(plan: &Plan) -> Vec<String> {
 /// on the decoding threads; correlation in event-time order on `stream`
 /// (best made with [`Stream::in_time_order`]: the reader delivers in order,
 /// so nothing needs holding for the allowed lateness). `found` gets each
-/// event's findings (it may drain them). The stream is not flushed: call
-/// [`Analyzer::finish`] at the end.
+/// event's findings: those it leaves are freed with their round, by the
+/// thread that made them, which is cheaper than freeing them where they
+/// were sent. The stream is not flushed: call [`Analyzer::finish`] at the
+/// end.
 pub fn analyze(
     plan: &Plan,
     options: &ReadOptions<'_>,
@@ -816,6 +829,7 @@ fn decode_file<T>(
     };
     DecodedFile {
         file: index,
+        decoder: 0,
         events,
         prepared,
         notes: Arc::new(notes),
@@ -912,6 +926,26 @@ struct Decoders<T> {
     done: std::sync::mpsc::Receiver<Done<T>>,
 }
 
+/// Where the ordering thread sends a round it is done with: each file back
+/// to the decoding thread that made it, which frees it between tasks. Freed
+/// where they were sent, a replay's findings and records cost the
+/// allocator's slower path for memory of another thread's, on the thread
+/// the replay waits for.
+struct Graveyard<T> {
+    graves: Vec<std::sync::mpsc::Sender<DecodedFile<T>>>,
+}
+
+impl<T> Graveyard<T> {
+    fn bury(&self, bucket: Bucket<T>) {
+        for file in bucket.files {
+            // A thread that has ended leaves its files to be freed here.
+            if let Some(grave) = self.graves.get(file.decoder) {
+                let _ = grave.send(file);
+            }
+        }
+    }
+}
+
 impl<T: Send> Decoders<T> {
     fn start<'scope, 'env>(
         scope: &'scope std::thread::Scope<'scope, 'env>,
@@ -919,17 +953,25 @@ impl<T: Send> Decoders<T> {
         options: &'env ReadOptions<'env>,
         keep: bool,
         prepare: &'env (impl Fn(&ReplayEvent<'_>, &mut Vec<Option<T>>, &mut String) + Sync),
-    ) -> Decoders<T>
+    ) -> (Decoders<T>, Graveyard<T>)
     where
         T: 'scope,
     {
         let (work, tasks) = std::sync::mpsc::channel::<((u64, usize), Work)>();
         let (finished, done) = std::sync::mpsc::channel::<Done<T>>();
         let tasks = std::sync::Arc::new(Mutex::new(tasks));
-        for _ in 0..options.threads.max(1) {
+        let mut graves = Vec::new();
+        for thread in 0..options.threads.max(1) {
             let (tasks, finished) = (std::sync::Arc::clone(&tasks), finished.clone());
+            let (grave, spent) = std::sync::mpsc::channel::<DecodedFile<T>>();
+            graves.push(grave);
             scope.spawn(move || {
                 loop {
+                    // What this thread decoded and the sink is done with,
+                    // freed here, where it was allocated.
+                    while let Ok(file) = spent.try_recv() {
+                        drop(file);
+                    }
                     let next = tasks.lock().unwrap_or_else(|e| e.into_inner()).recv();
                     let Ok((k, work)) = next else { break };
                     let file = match &work {
@@ -940,7 +982,10 @@ impl<T: Send> Decoders<T> {
                         decode_task(plan, options, work, keep, prepare)
                     }));
                     match task {
-                        Ok(decoding) => {
+                        Ok(mut decoding) => {
+                            if let Ok(decoded) = &mut decoding.0 {
+                                decoded.decoder = thread;
+                            }
                             if finished.send((k, decoding)).is_err() {
                                 break;
                             }
@@ -958,7 +1003,7 @@ impl<T: Send> Decoders<T> {
                 }
             });
         }
-        Decoders { work, done }
+        (Decoders { work, done }, Graveyard { graves })
     }
 
     /// Puts a round's files and pieces on the decoding threads' queue.
