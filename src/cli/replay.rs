@@ -563,7 +563,7 @@ impl Summary {
 
     fn report(
         &mut self,
-        findings: &mut Vec<Finding>,
+        findings: &[Finding],
         out: &mut impl Write,
         quiet: bool,
     ) -> io::Result<()> {
@@ -584,7 +584,7 @@ impl Summary {
                 timeline.push(finding.clone());
             }
             if let Some(outbox) = &self.outbox {
-                outbox.append(std::slice::from_ref(&finding));
+                outbox.append(std::slice::from_ref(finding));
                 self.unsynced += 1;
                 if self.unsynced >= 500 {
                     outbox.sync().map_err(io::Error::other)?;
