@@ -354,6 +354,19 @@ fn replay_says_when_events_came_later_than_the_allowed_lateness() {
         "{}",
         stderr(&streamed)
     );
+    // Each event's own findings come out once, whichever way it was read.
+    let rule_ids = |out: &std::process::Output| -> Vec<String> {
+        let mut ids: Vec<String> = stdout_lines(out)
+            .iter()
+            .filter(|f| f["kind"] != "correlation")
+            .map(|f| f["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let (sorted_ids, streamed_ids) = (rule_ids(&sorted), rule_ids(&streamed));
+    assert!(sorted_ids.len() > 1, "{sorted_ids:?}");
+    assert_eq!(streamed_ids, sorted_ids);
 }
 
 #[test]

@@ -613,7 +613,7 @@ impl Summary {
         }
         let mut findings = Vec::new();
         analyzer.finish(stream, &mut findings);
-        self.report(&mut findings, out, quiet)
+        self.report(&findings, out, quiet)
             .context("writing findings")?;
         self.hand_on(out).context("writing findings")?;
         out.flush().context("writing findings")
@@ -836,11 +836,12 @@ fn replay_stdin(
             index: decoded.location.index,
         };
         analyzer.process(&event, source, &mut stream, &mut scratch, &mut findings);
-        if let Err(e) = summary.report(&mut findings, &mut out, args.quiet)
+        if let Err(e) = summary.report(&findings, &mut out, args.quiet)
             && write_error.is_none()
         {
             write_error = Some(e);
         }
+        findings.clear();
     });
     summary.close(
         write_error.take(),
