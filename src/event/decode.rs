@@ -988,6 +988,9 @@ fn pubsub_data(message: &str) -> Result<String, Rejection> {
 }
 
 fn inflate(payload: &[u8], limit: usize) -> Result<Vec<u8>, Rejection> {
+    if let Some(whole) = inflate_whole(payload, limit) {
+        return Ok(whole);
+    }
     // Inflated straight into the vector's spare capacity (a reader zeroes
     // each chunk of it first), every gzip member in turn as `gunzip` does;
     // zlib checks each member's header, CRC and length.
@@ -1039,6 +1042,69 @@ fn inflate(payload: &[u8], limit: usize) -> Result<Vec<u8>, Rejection> {
         if input.is_empty() {
             return Ok(out);
         }
+    }
+}
+
+/// The usual gzip payload in one call: a single member whose trailer
+/// gives its size, within the limit, inflated by libdeflate into a buffer
+/// of exactly that size (a third less time than zlib's streaming inflate on
+/// CloudTrail archives). libdeflate checks the header, the CRC and the
+/// size. `None` for anything else (several members, a trailer that does
+/// not tell the size, a broken stream), which [`inflate`]'s streaming path
+/// then reads, or reports.
+fn inflate_whole(payload: &[u8], limit: usize) -> Option<Vec<u8>> {
+    let trailer = <[u8; 4]>::try_from(payload.get(payload.len().checked_sub(4)?..)?).ok()?;
+    let size = u32::from_le_bytes(trailer) as usize;
+    // Deflate cannot expand more than ~1032:1: a bigger claim is a corrupt
+    // trailer, not a reason to reserve memory.
+    if size == 0 || size > limit || size > payload.len().saturating_mul(1032) {
+        return None;
+    }
+    let decompressor = Decompressor::new()?;
+    let mut out = Vec::<u8>::with_capacity(size);
+    let (mut read, mut written) = (0usize, 0usize);
+    // SAFETY: the decompressor is live (freed only on drop); the input is
+    // `payload`, whole; the output is the vector's `size` bytes of spare
+    // capacity, which libdeflate writes at most of; both counts are valid
+    // places to write to.
+    let result = unsafe {
+        libdeflate_sys::libdeflate_gzip_decompress_ex(
+            decompressor.0,
+            payload.as_ptr().cast(),
+            payload.len(),
+            out.as_mut_ptr().cast(),
+            size,
+            &mut read,
+            &mut written,
+        )
+    };
+    // One member, all of the payload, all of the size it claimed.
+    if result != libdeflate_sys::libdeflate_result_LIBDEFLATE_SUCCESS
+        || read != payload.len()
+        || written != size
+    {
+        return None;
+    }
+    // SAFETY: libdeflate wrote `written` (== `size`, the capacity) bytes.
+    unsafe { out.set_len(written) };
+    Some(out)
+}
+
+/// A libdeflate decompressor, freed on drop.
+struct Decompressor(*mut libdeflate_sys::libdeflate_decompressor);
+
+impl Decompressor {
+    fn new() -> Option<Decompressor> {
+        // SAFETY: no arguments; a null result (out of memory) is checked.
+        let raw = unsafe { libdeflate_sys::libdeflate_alloc_decompressor() };
+        (!raw.is_null()).then_some(Decompressor(raw))
+    }
+}
+
+impl Drop for Decompressor {
+    fn drop(&mut self) {
+        // SAFETY: allocated by `libdeflate_alloc_decompressor`, freed once.
+        unsafe { libdeflate_sys::libdeflate_free_decompressor(self.0) }
     }
 }
 
@@ -1630,6 +1696,21 @@ mod tests {
         // 64 MB of zeros in a few tens of KB: stopped at the limit.
         let bomb = gz(&vec![0u8; 64 << 20]);
         assert_eq!(reason(inflate(&bomb, 1 << 20)), ErrorReason::TooLarge);
+        // One whole member takes the one-call path; everything else above
+        // is the streaming path's to read or report.
+        assert_eq!(inflate_whole(&one, 1 << 30).unwrap(), a.as_bytes());
+        assert_eq!(inflate_whole(&one, a.len()).unwrap().len(), a.len());
+        for other in [&two, &one[..one.len() / 2], &bad_crc, &trailing] {
+            assert!(inflate_whole(other, 1 << 30).is_none());
+        }
+        assert!(inflate_whole(&one, a.len() - 1).is_none());
+        assert!(inflate_whole(&bomb, 1 << 20).is_none());
+        // A trailer that lies about the size.
+        let mut wrong_size = one.clone();
+        let at = wrong_size.len() - 4;
+        wrong_size[at] ^= 1;
+        assert!(inflate_whole(&wrong_size, 1 << 30).is_none());
+        assert_eq!(reason(inflate(&wrong_size, 1 << 30)), ErrorReason::Decompression);
     }
 
     #[test]
