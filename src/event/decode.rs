@@ -1710,7 +1710,10 @@ mod tests {
         let at = wrong_size.len() - 4;
         wrong_size[at] ^= 1;
         assert!(inflate_whole(&wrong_size, 1 << 30).is_none());
-        assert_eq!(reason(inflate(&wrong_size, 1 << 30)), ErrorReason::Decompression);
+        assert_eq!(
+            reason(inflate(&wrong_size, 1 << 30)),
+            ErrorReason::Decompression
+        );
     }
 
     #[test]
