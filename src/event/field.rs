@@ -309,18 +309,170 @@ fn visit_segments<'a>(
 
 fn child_by_key<'a>(json: Cow<'a, str>, key: &str) -> Option<Cow<'a, str>> {
     match json {
-        Cow::Borrowed(text) => sonic_rs::get_from_str(text, [key])
-            .ok()
-            .map(|lazy| lazy.as_raw_cow()),
+        // A record's own text, which the decoder validated whole.
+        Cow::Borrowed(text) => raw_child(text, key).map(Cow::Borrowed),
+        // Text decoded from a string, which nothing has validated.
         Cow::Owned(text) => sonic_rs::get_from_str(&text, [key])
             .ok()
             .map(|lazy| Cow::Owned(lazy.as_raw_str().to_owned())),
     }
 }
 
+/// The raw text of `key`'s value in the JSON object `object` (the first,
+/// if the key repeats), found by skipping the other values unparsed, as
+/// sonic-rs's lookup does, without the two allocations that lookup makes
+/// on every call (a key buffer, and an error for an absent key, which most
+/// are). For text already validated; anything else gives `None` or some
+/// slice of it, never a panic.
+fn raw_child<'a>(object: &'a str, key: &str) -> Option<&'a str> {
+    let b = object.as_bytes();
+    let mut i = skip_blank(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_blank(b, i + 1);
+    while b.get(i) == Some(&b'"') {
+        let name_end = string_end(b, i)?;
+        let name = object.get(i..name_end)?;
+        i = skip_blank(b, name_end);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_blank(b, i + 1);
+        let end = value_end(b, i)?;
+        if name_is(name, key) {
+            return object.get(i..end);
+        }
+        i = skip_blank(b, end);
+        if b.get(i) != Some(&b',') {
+            return None;
+        }
+        i = skip_blank(b, i + 1);
+    }
+    None
+}
+
+/// Whether a quoted JSON string denotes `key`.
+fn name_is(quoted: &str, key: &str) -> bool {
+    let inner = quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or("");
+    if memchr::memchr(b'\\', inner.as_bytes()).is_none() {
+        inner == key
+    } else {
+        crate::event::decode::json_string(quoted).is_some_and(|name| name == key)
+    }
+}
+
+fn skip_blank(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// Just past the closing quote of the string that opens at `start`.
+fn string_end(b: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    loop {
+        let at = i + memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+        if b[at] == b'"' {
+            return Some(at + 1);
+        }
+        // A backslash and the character it escapes.
+        i = at + 2;
+    }
+}
+
+/// Just past the value that starts at `start`.
+fn value_end(b: &[u8], start: usize) -> Option<usize> {
+    match *b.get(start)? {
+        b'"' => string_end(b, start),
+        open @ (b'{' | b'[') => {
+            // `}` and `]` come two after `{` and `[`; brackets of the other
+            // kind nest inside and balance out.
+            let close = open + 2;
+            let (mut depth, mut i) = (0usize, start);
+            loop {
+                let at = i + memchr::memchr3(b'"', open, close, b.get(i..)?)?;
+                i = at + 1;
+                match b[at] {
+                    b'"' => i = string_end(b, at)?,
+                    c if c == open => depth += 1,
+                    _ => {
+                        depth = depth.saturating_sub(1);
+                        if depth == 0 {
+                            return Some(i);
+                        }
+                    }
+                }
+            }
+        }
+        // A number or a literal: up to what ends it.
+        _ => {
+            let rest = b.get(start..)?;
+            let len = rest
+                .iter()
+                .position(|c| matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
+                .unwrap_or(rest.len());
+            Some(start + len)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    const NAMES: [&str; 6] = ["a", "b", "k\"q", "é", "x\\y", ""];
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            "[a-z{}\\[\\]\",:\\\\ é]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 40, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::vec((prop::sample::select(NAMES.to_vec()), inner), 0..6)
+                    .prop_map(|entries| {
+                        Value::Object(
+                            entries
+                                .into_iter()
+                                .map(|(k, v)| (k.to_owned(), v))
+                                .collect(),
+                        )
+                    }),
+            ]
+        })
+    }
+
+    proptest! {
+        /// The lookup finds what sonic-rs's lookup finds, in compact and in
+        /// pretty-printed JSON, for keys present, repeated and absent.
+        #[test]
+        fn raw_child_finds_what_sonic_finds(value in json_value(), pretty in any::<bool>()) {
+            let text = if pretty {
+                serde_json::to_string_pretty(&value).unwrap()
+            } else {
+                serde_json::to_string(&value).unwrap()
+            };
+            for key in NAMES.iter().chain(&["absent"]) {
+                let sonic = sonic_rs::get_from_str(&text, [*key]).ok();
+                let sonic = sonic.as_ref().map(|v| v.as_raw_str());
+                prop_assert_eq!(raw_child(&text, key), sonic, "{} in {}", key, text);
+            }
+        }
+
+        /// Text that is not JSON gives an answer, never a panic.
+        #[test]
+        fn raw_child_takes_any_text(text in "[{}\\[\\]\":,\\\\ a1]{0,40}") {
+            let _ = raw_child(&text, "a");
+        }
+    }
 
     fn path(s: &str) -> FieldPath {
         FieldPath::parse(s).unwrap()
