@@ -339,12 +339,18 @@ impl Matrix {
 
     /// The person behind an identity, through the identity links.
     pub fn person_of(&self, cloud: Cloud, identities: &[&str]) -> Option<&str> {
+        if self.identity_links.is_empty() {
+            return None;
+        }
+        // Each identity prepared for matching once, not once per pattern.
+        let candidates: smallvec::SmallVec<[globset::Candidate<'_>; 2]> =
+            identities.iter().map(globset::Candidate::new).collect();
         self.identity_links
             .iter()
             .find(|link| {
                 link.identities
                     .iter()
-                    .any(|(c, g)| *c == cloud && identities.iter().any(|i| g.is_match(i)))
+                    .any(|(c, g)| *c == cloud && candidates.iter().any(|i| g.is_match_candidate(i)))
             })
             .map(|link| link.person.as_str())
     }
@@ -403,6 +409,25 @@ mod tests {
 
     fn bundled() -> Matrix {
         Matrix::builtin()
+    }
+
+    #[test]
+    fn identities_lead_to_their_person_in_their_own_cloud_only() {
+        let m = bundled();
+        let person = |cloud, ids: &[&str]| m.person_of(cloud, ids).map(str::to_owned);
+        let sso = "arn:aws:sts::111:assumed-role/AWSReservedSSO_Admin_1/bob@example.com";
+        assert_eq!(person(Cloud::Aws, &["AIDA1", sso]), Some("bob".into()));
+        assert_eq!(
+            person(Cloud::Aws, &["arn:aws:iam::222:user/alice"]),
+            Some("alice".into())
+        );
+        assert_eq!(
+            person(Cloud::Azure, &["alice@example.com"]),
+            Some("alice".into())
+        );
+        assert_eq!(person(Cloud::Aws, &["alice@example.com"]), None);
+        assert_eq!(person(Cloud::Gcp, &["carol@example.com"]), None);
+        assert_eq!(person(Cloud::Gcp, &[]), None);
     }
 
     #[test]
