@@ -113,7 +113,7 @@ impl Hasher for IdHasher {
 /// shared buffer. A replay's buffer holds the text of a whole file's events,
 /// so that an observation (which seldom reports its event) copies and
 /// allocates nothing on the ordering thread; a key that keeps its event
-/// keeps a copy of the event's own text ([`Ctx::kept`]).
+/// keeps a copy of the event's own text (`Ctx::kept`).
 #[derive(Clone, Debug)]
 pub struct Ctx {
     buf: Arc<String>,
@@ -353,9 +353,8 @@ impl ObserveScratch {
 /// event's bytes are still in cache. [`Correlator::observe_prepared`] then
 /// applies it to a stream in event-time order. Owns what it holds (the
 /// event itself may be gone by then), except the event's text, which goes
-/// to a buffer of the caller's (a replay keeps one per file): the thread
-/// that applies the observations makes the text's one allocation, and
-/// frees it.
+/// to a buffer of the caller's (a replay keeps one per file), shared by
+/// the observations that may report the event (see [`Ctx`]).
 #[derive(Debug)]
 pub struct Observations {
     /// Event time (ms); `None`: the event has none and is not correlated.
@@ -369,8 +368,8 @@ pub struct Observations {
     /// Observations dropped because a group-by field was absent.
     ungrouped: u32,
     /// Where the event's text is in the caller's buffer: its fields, then
-    /// the labels of the observations that may report it (see
-    /// [`EventText`]); `None` when none may.
+    /// the labels of the observations that may report it (see [`Ctx`]);
+    /// `None` when none may.
     text: Option<(u32, u32)>,
     ends: [u32; 7],
     cloud: Cloud,
