@@ -748,6 +748,8 @@ impl<T> Bucket<T> {
 /// prepared as soon as it is decoded, while its bytes are in cache, and
 /// dropped. `prepare` adds exactly one entry to the list per event (made
 /// in place there), so that an event's entry and its time share an index.
+/// `thread` is the decoding thread's number: the file goes back there to be
+/// freed ([`Graveyard`]).
 #[allow(clippy::too_many_arguments)]
 fn decode_file<T>(
     work: Work,
@@ -757,6 +759,7 @@ fn decode_file<T>(
     keep: bool,
     prepare: &(impl Fn(&ReplayEvent<'_>, &mut Vec<Option<T>>, &mut String) + Sync),
     errors: &mut Vec<(usize, ErrorReason)>,
+    thread: usize,
 ) -> DecodedFile<T> {
     let (index, first_line, line_ends, first, corrupt, read) = match work {
         Work::Whole(i) => (i, None, None, true, None, bytes.len() as u64),
@@ -829,7 +832,7 @@ fn decode_file<T>(
     };
     DecodedFile {
         file: index,
-        decoder: 0,
+        decoder: thread,
         events,
         prepared,
         notes: Arc::new(notes),
@@ -979,13 +982,10 @@ impl<T: Send> Decoders<T> {
                         Work::Piece { file, .. } => *file,
                     };
                     let task = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        decode_task(plan, options, work, keep, prepare)
+                        decode_task(plan, options, work, keep, prepare, thread)
                     }));
                     match task {
-                        Ok(mut decoding) => {
-                            if let Ok(decoded) = &mut decoding.0 {
-                                decoded.decoder = thread;
-                            }
+                        Ok(decoding) => {
                             if finished.send((k, decoding)).is_err() {
                                 break;
                             }
@@ -1100,6 +1100,7 @@ fn decode_task<T>(
     mut work: Work,
     keep: bool,
     prepare: &(impl Fn(&ReplayEvent<'_>, &mut Vec<Option<T>>, &mut String) + Sync),
+    thread: usize,
 ) -> Decoding<T> {
     let (i, bytes) = match &mut work {
         Work::Whole(i) => (*i, options.store.read(&plan.files[*i].path).map(Text::new)),
@@ -1130,6 +1131,7 @@ fn decode_task<T>(
         keep,
         prepare,
         &mut bad,
+        thread,
     );
     (Ok(decoded), bad)
 }
