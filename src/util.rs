@@ -45,6 +45,95 @@ impl LowerKey {
     }
 }
 
+/// A per-thread memo of what a pure function of an event's names (cloud,
+/// service, operation, …) yields, keyed by the names as written: a log
+/// repeats a few hundred combinations, and one hash of the raw names costs
+/// less than lower-casing them and looking several keys up. Each memo is
+/// for one owner at a time (a rule index, a matrix: [`memo_owner`]),
+/// and starts over at [`MEMO_ENTRIES`], so that input made of ever-new
+/// names cannot grow it.
+pub struct Memo<V> {
+    owner: u64,
+    map: hashbrown::HashMap<Box<[u8]>, V>,
+}
+
+/// Entries a thread's memo holds before it starts over.
+pub const MEMO_ENTRIES: usize = 4096;
+/// Longest key, separators included: longer names (real ones are a few
+/// dozen bytes) are looked up directly.
+pub const MEMO_KEY: usize = 192;
+
+impl<V> Default for Memo<V> {
+    fn default() -> Self {
+        Memo {
+            owner: 0,
+            map: hashbrown::HashMap::new(),
+        }
+    }
+}
+
+/// A [`Memo`] owner number no other owner has; 0 is left to empty defaults.
+pub fn memo_owner() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+impl<V> Memo<V> {
+    /// Calls `read` with the value for `parts` (made by `make` the first
+    /// time), from the thread's memo `memo` for `owner`. `None`, and
+    /// neither closure called, when the key is too long or the memo is in
+    /// use further up this thread's stack: then the caller works it out
+    /// itself.
+    pub fn with<R>(
+        memo: &'static std::thread::LocalKey<std::cell::RefCell<Memo<V>>>,
+        owner: u64,
+        parts: &[&[u8]],
+        make: impl FnOnce() -> V,
+        read: impl FnOnce(&V) -> R,
+    ) -> Option<R> {
+        let mut buf = [0u8; MEMO_KEY];
+        let key = memo_key(&mut buf, parts)?;
+        memo.with(|memo| {
+            let mut memo = memo.try_borrow_mut().ok()?;
+            let memo = &mut *memo;
+            if memo.owner != owner {
+                memo.map.clear();
+                memo.owner = owner;
+            }
+            if let Some(value) = memo.map.get(key) {
+                return Some(read(value));
+            }
+            if memo.map.len() >= MEMO_ENTRIES {
+                memo.map.clear();
+            }
+            let value = make();
+            let out = read(&value);
+            memo.map.insert(key.into(), value);
+            Some(out)
+        })
+    }
+
+    /// Entries held (for tests).
+    pub fn len(memo: &'static std::thread::LocalKey<std::cell::RefCell<Memo<V>>>) -> usize {
+        memo.with(|memo| memo.borrow().map.len())
+    }
+}
+
+/// `parts` joined by `0xFF` (a byte UTF-8 never holds, so no two lists of
+/// names give one key) in `buf`; `None` if they do not fit.
+fn memo_key<'b>(buf: &'b mut [u8; MEMO_KEY], parts: &[&[u8]]) -> Option<&'b [u8]> {
+    let mut at = 0;
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            *buf.get_mut(at)? = 0xFF;
+            at += 1;
+        }
+        buf.get_mut(at..at + part.len())?.copy_from_slice(part);
+        at += part.len();
+    }
+    Some(&buf[..at])
+}
+
 /// A UTC time as RFC 3339 text, exactly as chrono's `Serialize` writes it
 /// (`2025-03-01T10:00:00Z`, fractional digits only when non-zero, in groups
 /// of three), built in a stack buffer: findings carry a time each, and the
