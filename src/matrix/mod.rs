@@ -29,7 +29,7 @@ use globset::{GlobBuilder, GlobMatcher};
 use serde::{Deserialize, Serialize};
 
 use crate::event::Cloud;
-use crate::util::LowerKey;
+use crate::util::{LowerKey, Memo, memo_owner};
 
 pub use raw::RawMatrix;
 
@@ -236,9 +236,15 @@ pub struct Review {
 /// The validated matrix. See the module docs.
 #[derive(Clone, Debug, Default)]
 pub struct Matrix {
-    /// Keyed by `cloud|service`, lower-cased (see [`crate::util::LowerKey`]).
-    /// Hashed with foldhash: looked up for every event and finding.
-    services: hashbrown::HashMap<Box<str>, (String, ServiceEntry)>,
+    /// Rows by `cloud|service`, lower-cased (see [`crate::util::LowerKey`]).
+    /// Hashed with foldhash: looked up for every event and finding, through
+    /// a per-thread memo of the names as written ([`SERVICES`]).
+    services: hashbrown::HashMap<Box<str>, u32>,
+    /// (name as written, row), in the order of first insertion.
+    rows: Vec<(String, ServiceEntry)>,
+    /// This matrix's entries in [`SERVICES`]: a new number whenever
+    /// the rows change.
+    memo_id: u64,
     pub tiers: Vec<TierRule>,
     pub owners: Vec<OwnerRule>,
     pub change_paths: Vec<ChangePath>,
@@ -246,6 +252,11 @@ pub struct Matrix {
     pub compliance_boundaries: Vec<ComplianceBoundary>,
     pub connection_points: Vec<ConnectionPoint>,
     pub review: Review,
+}
+
+thread_local! {
+    /// This thread's row numbers, by cloud and service as written.
+    static SERVICES: std::cell::RefCell<Memo<Option<u32>>> = std::cell::RefCell::default();
 }
 
 /// Warnings found by [`Matrix::check`]: valid, but worth a look.
@@ -282,20 +293,38 @@ impl Matrix {
 
     pub(crate) fn insert_service(&mut self, name: &str, entry: ServiceEntry) {
         let key = LowerKey::owned(&[entry.cloud.as_str(), name]);
-        self.services.insert(key, (name.to_owned(), entry));
+        let row = (name.to_owned(), entry);
+        match self.services.get(&key) {
+            Some(&at) => self.rows[at as usize] = row,
+            None => {
+                self.services.insert(key, self.rows.len() as u32);
+                self.rows.push(row);
+            }
+        }
+        self.memo_id = memo_owner();
     }
 
     /// The service's row; case-insensitive, no allocation.
     pub fn service(&self, cloud: Cloud, service: &str) -> Option<&ServiceEntry> {
-        LowerKey::with(&[cloud.as_str(), service], |key| self.services.get(key))
-            .map(|(_, entry)| entry)
+        let find = || {
+            LowerKey::with(&[cloud.as_str(), service], |key| {
+                self.services.get(key).copied()
+            })
+        };
+        let at = Memo::with(
+            &SERVICES,
+            self.memo_id,
+            &[cloud.as_str().as_bytes(), service.as_bytes()],
+            find,
+            |at| *at,
+        )
+        .unwrap_or_else(find);
+        at.map(|at| &self.rows[at as usize].1)
     }
 
     /// (name as written, row) for every service.
     pub fn services(&self) -> impl Iterator<Item = (&str, &ServiceEntry)> {
-        self.services
-            .values()
-            .map(|(name, entry)| (name.as_str(), entry))
+        self.rows.iter().map(|(name, entry)| (name.as_str(), entry))
     }
 
     /// Who owns `domain` for this service; `None` for an unmapped service.
@@ -446,6 +475,57 @@ mod tests {
             m.owner_side(Cloud::Aws, "nosuch.amazonaws.com", Domain::Data)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn service_rows_are_found_as_written_again_and_after_a_change() {
+        let mut m = bundled();
+        let names = m
+            .services()
+            .map(|(name, row)| (name.to_owned(), row.cloud, row.model))
+            .collect::<Vec<_>>();
+        assert!(names.len() > 10);
+        // Twice: the second time from this thread's memo.
+        for _ in 0..2 {
+            for (name, cloud, model) in &names {
+                for written in [name.clone(), name.to_ascii_uppercase()] {
+                    let row = m.service(*cloud, &written).map(|r| (r.cloud, r.model));
+                    assert_eq!(row, Some((*cloud, *model)), "{written}");
+                }
+                let other = match cloud {
+                    Cloud::Aws => Cloud::Gcp,
+                    _ => Cloud::Aws,
+                };
+                let listed = names
+                    .iter()
+                    .any(|n| n.1 == other && n.0.eq_ignore_ascii_case(name));
+                assert_eq!(
+                    m.service(other, name).is_some(),
+                    listed,
+                    "{name} in {other}"
+                );
+            }
+        }
+        assert!(m.service(Cloud::Aws, "new.amazonaws.com").is_none());
+        // A row added after lookups is found; a replaced row reads anew.
+        let (name, cloud, model) = names[0].clone();
+        let mut row = m.service(cloud, &name).unwrap().clone();
+        let other_model = if model == ServiceModel::Iaas {
+            ServiceModel::Saas
+        } else {
+            ServiceModel::Iaas
+        };
+        row.model = other_model;
+        m.insert_service(&name, row.clone());
+        row.cloud = Cloud::Aws;
+        m.insert_service("new.amazonaws.com", row);
+        assert_eq!(m.service(cloud, &name).map(|r| r.model), Some(other_model));
+        assert!(m.service(Cloud::Aws, "NEW.amazonaws.com").is_some());
+        assert_eq!(m.services().count(), names.len() + 1);
+        // The bundled matrix, read on this thread before, still answers as before.
+        let fresh = bundled();
+        assert_eq!(fresh.service(cloud, &name).map(|r| r.model), Some(model));
+        assert!(fresh.service(Cloud::Aws, "new.amazonaws.com").is_none());
     }
 
     #[test]
