@@ -23,7 +23,7 @@ use super::finding::{
     Evidence, Finding, FindingKind, FindingPrincipal, Severity, SourceRef, finding_id,
 };
 use super::index::RuleIndex;
-use super::rule::{Rule, RuleOrigin};
+use super::rule::{Rule, RuleMeta, RuleOrigin};
 use crate::event::{AuditEvent, Outcome};
 use crate::matrix::{Matrix, Side};
 use crate::util::LowerKey;
@@ -84,6 +84,9 @@ struct Head<'a> {
     title: String,
     severity: Severity,
     id: String,
+    /// The rule's own lists (ATT&CK, compliance, references); empty for
+    /// findings of seamwatch's own checks.
+    meta: Option<&'a RuleMeta>,
 }
 
 /// The indices of the rules one event matched, for the correlator. Inline:
@@ -138,6 +141,11 @@ impl Detector {
         self.rules.matching_indexed(event, |i, rule| {
             matched.push(i);
             if rule.emit {
+                // An event that matches matches one rule, nearly always: a
+                // list made for it (in a replay, one per event) holds one.
+                if out.capacity() == 0 {
+                    out.reserve_exact(1);
+                }
                 out.push(self.rule_finding(rule, event, source));
             }
         });
@@ -151,7 +159,8 @@ impl Detector {
         self.boundaries(event, source, out);
     }
 
-    fn resources<'e>(event: &'e AuditEvent<'_>) -> Vec<&'e str> {
+    /// The event's resource ids; inline, as an event names a few at most.
+    fn resources<'e>(event: &'e AuditEvent<'_>) -> smallvec::SmallVec<[&'e str; 4]> {
         event.resources.iter().map(|r| &*r.id).collect()
     }
 
@@ -167,7 +176,10 @@ impl Detector {
             title,
             severity,
             id,
+            meta,
         } = head;
+        let list =
+            |pick: fn(&RuleMeta) -> &Arc<[String]>| meta.map(pick).cloned().unwrap_or_default();
         let resources = Self::resources(event);
         let account = event.account.as_deref();
         let tier = self.matrix.data_tier(account, &resources);
@@ -197,10 +209,10 @@ impl Detector {
                 event_id: event.event_id.text().into_owned(),
                 source: source.text(),
             }],
-            attack: Arc::default(),
-            compliance: Arc::default(),
+            attack: list(|m| &m.attack),
+            compliance: list(|m| &m.compliance),
             remediation: None,
-            references: Arc::default(),
+            references: list(|m| &m.references),
             approved_paths: Vec::new(),
             detail: None,
             author: None,
@@ -225,16 +237,14 @@ impl Detector {
                 title: meta.title.clone(),
                 severity: meta.severity,
                 id: finding_id(&[&meta.id, &event_key]),
+                meta: Some(meta),
             },
         );
         finding.domain = meta.domain;
         finding.responsibility = meta
             .domain
             .and_then(|d| self.matrix.owner_side(event.cloud, &event.service, d));
-        finding.attack = meta.attack.clone();
-        finding.compliance = meta.compliance.clone();
         finding.remediation = meta.remediation.clone();
-        finding.references = meta.references.clone();
         finding.author = meta.author.clone();
         finding.resolves = meta.resolves.clone();
         if let Some(point) = self.matrix.connection_point(&Self::resources(event)) {
@@ -291,6 +301,7 @@ impl Detector {
                 ),
                 severity: change.rule_severity,
                 id: finding_id(&["seamwatch.out_of_band_change", &event_key]),
+                meta: None,
             },
         );
         finding.domain = change.domain;
@@ -341,6 +352,7 @@ impl Detector {
                     event.cloud.as_str(),
                     &event.service.to_ascii_lowercase(),
                 ]),
+                meta: None,
             },
         );
         finding.severity = Severity::Low;
@@ -388,6 +400,7 @@ impl Detector {
                     ),
                     severity: Severity::Medium,
                     id: finding_id(&["seamwatch.compliance_boundary", &boundary.name, &service]),
+                    meta: None,
                 },
             );
             finding.compliance = boundary.frameworks.clone().into();
