@@ -54,7 +54,11 @@ impl LowerKey {
 /// names cannot grow it.
 pub struct Memo<V> {
     owner: u64,
-    map: hashbrown::HashMap<Box<[u8]>, V>,
+    /// (hash, parts joined by `0xFF`, value). Looked up by hashing the
+    /// parts one after the other and comparing them in place: building the
+    /// joined key for each lookup cost more than the lookup.
+    table: hashbrown::HashTable<(u64, Box<[u8]>, V)>,
+    hasher: hashbrown::DefaultHashBuilder,
 }
 
 /// Entries a thread's memo holds before it starts over.
@@ -67,7 +71,8 @@ impl<V> Default for Memo<V> {
     fn default() -> Self {
         Memo {
             owner: 0,
-            map: hashbrown::HashMap::new(),
+            table: hashbrown::HashTable::new(),
+            hasher: hashbrown::DefaultHashBuilder::default(),
         }
     }
 }
@@ -80,58 +85,79 @@ pub fn memo_owner() -> u64 {
 
 impl<V> Memo<V> {
     /// Calls `read` with the value for `parts` (made by `make` the first
-    /// time), from the thread's memo `memo` for `owner`. `None`, and
-    /// neither closure called, when the key is too long or the memo is in
-    /// use further up this thread's stack: then the caller works it out
-    /// itself.
+    /// time), from the thread's memo `memo` for `owner`. Parts hold no
+    /// `0xFF` byte (UTF-8 text never does), so no two lists of parts are
+    /// one key. When the key is too long, or the memo is in use further up
+    /// this thread's stack, the value is made and read without the memo.
     pub fn with<R>(
         memo: &'static std::thread::LocalKey<std::cell::RefCell<Memo<V>>>,
         owner: u64,
         parts: &[&[u8]],
         make: impl FnOnce() -> V,
         read: impl FnOnce(&V) -> R,
-    ) -> Option<R> {
-        let mut buf = [0u8; MEMO_KEY];
-        let key = memo_key(&mut buf, parts)?;
-        memo.with(|memo| {
-            let mut memo = memo.try_borrow_mut().ok()?;
+    ) -> R {
+        let len = parts.iter().map(|p| p.len()).sum::<usize>() + parts.len().saturating_sub(1);
+        if len > MEMO_KEY {
+            return read(&make());
+        }
+        let memoized = memo.with(|memo| {
+            use std::hash::{BuildHasher, Hasher};
+            let Ok(mut memo) = memo.try_borrow_mut() else {
+                return Err((make, read));
+            };
             let memo = &mut *memo;
             if memo.owner != owner {
-                memo.map.clear();
+                memo.table.clear();
                 memo.owner = owner;
             }
-            if let Some(value) = memo.map.get(key) {
-                return Some(read(value));
+            let mut hasher = memo.hasher.build_hasher();
+            // No separators: parts split differently may collide, and
+            // the comparison tells them apart.
+            for part in parts {
+                hasher.write(part);
             }
-            if memo.map.len() >= MEMO_ENTRIES {
-                memo.map.clear();
+            let hash = hasher.finish();
+            let found = memo
+                .table
+                .find(hash, |(h, key, _)| *h == hash && joined_is(key, parts));
+            if let Some((_, _, value)) = found {
+                return Ok(read(value));
+            }
+            if memo.table.len() >= MEMO_ENTRIES {
+                memo.table.clear();
             }
             let value = make();
             let out = read(&value);
-            memo.map.insert(key.into(), value);
-            Some(out)
-        })
+            let key = parts.join(&0xFF).into_boxed_slice();
+            memo.table
+                .insert_unique(hash, (hash, key, value), |(h, _, _)| *h);
+            Ok(out)
+        });
+        memoized.unwrap_or_else(|(make, read)| read(&make()))
     }
 
     /// Entries held (for tests).
     pub fn len(memo: &'static std::thread::LocalKey<std::cell::RefCell<Memo<V>>>) -> usize {
-        memo.with(|memo| memo.borrow().map.len())
+        memo.with(|memo| memo.borrow().table.len())
     }
 }
 
-/// `parts` joined by `0xFF` (a byte UTF-8 never holds, so no two lists of
-/// names give one key) in `buf`; `None` if they do not fit.
-fn memo_key<'b>(buf: &'b mut [u8; MEMO_KEY], parts: &[&[u8]]) -> Option<&'b [u8]> {
-    let mut at = 0;
+/// Whether `key` is `parts` joined by `0xFF`.
+fn joined_is(key: &[u8], parts: &[&[u8]]) -> bool {
+    let mut rest = key;
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
-            *buf.get_mut(at)? = 0xFF;
-            at += 1;
+            match rest.split_first() {
+                Some((0xFF, tail)) => rest = tail,
+                _ => return false,
+            }
         }
-        buf.get_mut(at..at + part.len())?.copy_from_slice(part);
-        at += part.len();
+        match rest.split_at_checked(part.len()) {
+            Some((head, tail)) if head == *part => rest = tail,
+            _ => return false,
+        }
     }
-    Some(&buf[..at])
+    rest.is_empty()
 }
 
 /// A UTC time as RFC 3339 text, exactly as chrono's `Serialize` writes it
@@ -233,6 +259,90 @@ mod tests {
         // A part that would cut the buffer goes to the heap whole.
         let near = format!("{}é", "a".repeat(254));
         LowerKey::with(&["x", &near], |k| assert_eq!(k, format!("x|{near}")));
+    }
+
+    thread_local! {
+        static TEST_MEMO: std::cell::RefCell<Memo<String>> = std::cell::RefCell::default();
+    }
+
+    /// The value for `parts`, and whether it was made just now.
+    fn memo_get(owner: u64, parts: &[&str]) -> (String, bool) {
+        let bytes: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+        let mut made = false;
+        let value = Memo::with(
+            &TEST_MEMO,
+            owner,
+            &bytes,
+            || {
+                made = true;
+                parts.join("/")
+            },
+            String::clone,
+        );
+        (value, made)
+    }
+
+    #[test]
+    fn memo_makes_each_value_once_per_owner_and_stays_bounded() {
+        let owner = memo_owner();
+        assert_eq!(
+            memo_get(owner, &["s3", "GetObject"]),
+            ("s3/GetObject".into(), true)
+        );
+        assert_eq!(
+            memo_get(owner, &["s3", "GetObject"]),
+            ("s3/GetObject".into(), false)
+        );
+        // The same bytes split differently, or one part more, are other keys.
+        assert_eq!(
+            memo_get(owner, &["s3G", "etObject"]),
+            ("s3G/etObject".into(), true)
+        );
+        assert_eq!(
+            memo_get(owner, &["s3", "GetObject", ""]),
+            ("s3/GetObject/".into(), true)
+        );
+        assert_eq!(
+            memo_get(owner, &["s3", "getobject"]),
+            ("s3/getobject".into(), true)
+        );
+        // Another owner starts afresh.
+        let other = memo_owner();
+        assert_ne!(owner, other);
+        assert_eq!(
+            memo_get(other, &["s3", "GetObject"]),
+            ("s3/GetObject".into(), true)
+        );
+        // Too long for a key: made every time, not kept.
+        let long = "x".repeat(MEMO_KEY + 1);
+        assert!(memo_get(other, &[&long]).1);
+        assert!(memo_get(other, &[&long]).1);
+        assert_eq!(Memo::len(&TEST_MEMO), 1);
+        // Ever-new names: it starts over instead of growing.
+        for n in 0..MEMO_ENTRIES + 10 {
+            assert!(memo_get(other, &["op", &n.to_string()]).1);
+            assert!(Memo::len(&TEST_MEMO) <= MEMO_ENTRIES);
+        }
+        assert!(!memo_get(other, &["op", &(MEMO_ENTRIES + 9).to_string()]).1);
+    }
+
+    #[test]
+    fn a_memo_used_further_up_the_stack_is_bypassed() {
+        let owner = memo_owner();
+        let inner = Memo::with(
+            &TEST_MEMO,
+            owner,
+            &[b"outer"],
+            || {
+                let (value, made) = memo_get(owner, &["inner"]);
+                format!("{value} made: {made}")
+            },
+            String::clone,
+        );
+        assert_eq!(inner, "inner made: true");
+        // The inner value was made outside the memo, so it is made again.
+        assert_eq!(memo_get(owner, &["inner"]), ("inner".into(), true));
+        assert_eq!(memo_get(owner, &["inner"]), ("inner".into(), false));
     }
 
     #[test]

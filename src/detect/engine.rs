@@ -26,7 +26,7 @@ use super::index::RuleIndex;
 use super::rule::{Rule, RuleMeta, RuleOrigin};
 use crate::event::{AuditEvent, Outcome};
 use crate::matrix::{Matrix, Side};
-use crate::util::LowerKey;
+use crate::util::{LowerKey, Memo, memo_owner};
 
 /// Compiled rules and their index.
 #[derive(Debug, Default)]
@@ -69,11 +69,17 @@ impl RuleSet {
         mut f: impl FnMut(u32, &'r Rule),
     ) {
         self.index.candidates(event, |i| {
-            let rule = &self.rules[i as usize];
-            if rule.outcomes.contains(event.outcome) && rule.condition.matches(event) {
+            if let Some(rule) = self.check(i, event) {
                 f(i, rule);
             }
         });
+    }
+
+    /// Rule `i` if it matches the event (its outcome filter and conditions).
+    fn check(&self, i: u32, event: &AuditEvent<'_>) -> Option<&Rule> {
+        self.rules
+            .get(i as usize)
+            .filter(|rule| rule.outcomes.contains(event.outcome) && rule.condition.matches(event))
     }
 }
 
@@ -95,9 +101,27 @@ struct Head<'a> {
 /// list would be freed across threads.
 pub type Matched = smallvec::SmallVec<[u32; 6]>;
 
+/// What an event's cloud, service, operation and identity type resolve to:
+/// the same for every event that shares them, and a log repeats a few
+/// hundred such combinations. Each thread remembers them ([`ROUTES`]): one
+/// hash of the names as written instead of lower-casing them and six map
+/// lookups (the index's four, the matrix's).
+struct Route {
+    /// The index's candidate rules, in its order.
+    candidates: Box<[u32]>,
+    /// Whether the matrix lists the service.
+    mapped: bool,
+}
+
+thread_local! {
+    static ROUTES: std::cell::RefCell<Memo<Route>> = std::cell::RefCell::default();
+}
+
 pub struct Detector {
     rules: RuleSet,
     matrix: Arc<Matrix>,
+    /// This detector's entries in [`ROUTES`].
+    memo_id: u64,
     /// `cloud|service`, lower-cased ([`LowerKey`]): looked up for every
     /// event of a service the matrix does not list.
     unmapped_seen: DashSet<Box<str>, hashbrown::DefaultHashBuilder>,
@@ -109,6 +133,7 @@ impl Detector {
         Detector {
             rules,
             matrix,
+            memo_id: memo_owner(),
             unmapped_seen: DashSet::default(),
             boundary_seen: DashSet::new(),
         }
@@ -120,6 +145,36 @@ impl Detector {
 
     pub fn matrix(&self) -> &Matrix {
         &self.matrix
+    }
+
+    /// Calls `read` with what the event's names resolve to, from this
+    /// thread's memo.
+    fn route<R>(&self, event: &AuditEvent<'_>, read: impl FnOnce(&Route) -> R) -> R {
+        let index = self.rules.index();
+        let kind = event
+            .principal
+            .native_type
+            .as_deref()
+            .filter(|_| index.keys_identity_type(event.cloud));
+        let cloud = [event.cloud as u8];
+        let parts: [&[u8]; 4] = [
+            &cloud,
+            event.service.as_bytes(),
+            event.operation.as_bytes(),
+            kind.unwrap_or_default().as_bytes(),
+        ];
+        // Without an identity type, one part fewer: no type and an empty
+        // one are different keys.
+        let parts = &parts[..if kind.is_some() { 4 } else { 3 }];
+        let make = || {
+            let mut candidates = Vec::new();
+            index.candidates(event, |i| candidates.push(i));
+            Route {
+                candidates: candidates.into_boxed_slice(),
+                mapped: self.matrix.service(event.cloud, &event.service).is_some(),
+            }
+        };
+        Memo::with(&ROUTES, self.memo_id, parts, make, read)
     }
 
     /// Appends the event's findings to `out`.
@@ -138,22 +193,28 @@ impl Detector {
         matched: &mut Matched,
     ) {
         let first = out.len();
-        self.rules.matching_indexed(event, |i, rule| {
-            matched.push(i);
-            if rule.emit {
-                // An event that matches matches one rule, nearly always: a
-                // list made for it (in a replay, one per event) holds one.
-                if out.capacity() == 0 {
-                    out.reserve_exact(1);
+        let mapped = self.route(event, |route| {
+            for &i in &route.candidates {
+                let Some(rule) = self.rules.check(i, event) else {
+                    continue;
+                };
+                matched.push(i);
+                if rule.emit {
+                    // An event that matches matches one rule, nearly always:
+                    // a list made for it (in a replay, one per event) holds one.
+                    if out.capacity() == 0 {
+                        out.reserve_exact(1);
+                    }
+                    out.push(self.rule_finding(rule, event, source));
                 }
-                out.push(self.rule_finding(rule, event, source));
             }
+            route.mapped
         });
         let matched = first..out.len();
         if let Some(oob) = self.out_of_band(event, source, &out[matched]) {
             out.push(oob);
         }
-        if let Some(unmapped) = self.unmapped(event, source) {
+        if !mapped && let Some(unmapped) = self.unmapped(event, source) {
             out.push(unmapped);
         }
         self.boundaries(event, source, out);
@@ -326,10 +387,8 @@ impl Detector {
         Some(finding)
     }
 
+    /// The finding for the first event of a service the matrix does not list.
     fn unmapped(&self, event: &AuditEvent<'_>, source: SourceRef<'_>) -> Option<Finding> {
-        if self.matrix.service(event.cloud, &event.service).is_some() {
-            return None;
-        }
         let parts = [event.cloud.as_str(), &*event.service];
         if LowerKey::with(&parts, |key| self.unmapped_seen.contains(key))
             || !self.unmapped_seen.insert(LowerKey::owned(&parts))
@@ -409,6 +468,99 @@ impl Detector {
                 boundary.frameworks.join(", ")
             ));
             out.push(finding);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+    use crate::detect::loader::load_builtin;
+    use crate::event::Decoder;
+
+    /// The pack's own test events (all three clouds), and variants of each
+    /// that a memo keyed by the names as written could mix up.
+    fn events() -> Vec<AuditEvent<'static>> {
+        let decoder = Decoder::default();
+        let mut events = Vec::new();
+        for rule in load_builtin().unwrap() {
+            for test in &rule.tests {
+                for event in decoder.decode_owned(test.event_json.as_bytes()) {
+                    let event = event.unwrap();
+                    let mut upper = event.clone();
+                    upper.operation = Cow::Owned(event.operation.to_ascii_uppercase());
+                    upper.service = Cow::Owned(event.service.to_ascii_uppercase());
+                    // The same bytes split differently between the names.
+                    let mut shifted = event.clone();
+                    let joined = format!("{}{}", event.service, event.operation);
+                    let cut = event.service.len().saturating_sub(1);
+                    shifted.service = Cow::Owned(joined[..cut].to_owned());
+                    shifted.operation = Cow::Owned(joined[cut..].to_owned());
+                    let mut typeless = event.clone();
+                    typeless.principal.native_type = None;
+                    let mut root = event.clone();
+                    root.principal.native_type = Some(Cow::Borrowed("Root"));
+                    let mut unlisted = event.clone();
+                    unlisted.service = Cow::Owned(format!("x{}", event.service));
+                    events.extend([event, upper, shifted, typeless, root, unlisted]);
+                }
+            }
+        }
+        events
+    }
+
+    fn direct(detector: &Detector, event: &AuditEvent<'_>) -> (Vec<u32>, bool) {
+        let mut candidates = Vec::new();
+        detector
+            .rules
+            .index()
+            .candidates(event, |i| candidates.push(i));
+        let mapped = detector
+            .matrix
+            .service(event.cloud, &event.service)
+            .is_some();
+        (candidates, mapped)
+    }
+
+    fn routed(detector: &Detector, event: &AuditEvent<'_>) -> (Vec<u32>, bool) {
+        detector.route(event, |r| (r.candidates.to_vec(), r.mapped))
+    }
+
+    #[test]
+    fn remembered_routes_are_the_index_and_matrix_answers() {
+        let detector = Detector::new(
+            RuleSet::new(load_builtin().unwrap()),
+            Arc::new(Matrix::builtin()),
+        );
+        let events = events();
+        assert!(events.len() > 500, "{} events", events.len());
+        let (mut candidates, mut unmapped) = (0, 0);
+        // Twice: the first pass fills the memo, the second reads it.
+        for _ in 0..2 {
+            for event in &events {
+                let expected = direct(&detector, event);
+                candidates += expected.0.len();
+                unmapped += usize::from(!expected.1);
+                assert_eq!(
+                    routed(&detector, event),
+                    expected,
+                    "{} {} {} {:?}",
+                    event.cloud,
+                    event.service,
+                    event.operation,
+                    event.principal.native_type
+                );
+            }
+        }
+        assert!(candidates > events.len(), "the events find candidates");
+        assert!(unmapped >= 2 * events.len() / 6, "the unlisted services");
+        // Another detector (other rules) on the same thread has its own.
+        let empty = Detector::new(RuleSet::new(Vec::new()), Arc::new(Matrix::builtin()));
+        for event in &events {
+            assert!(routed(&empty, event).0.is_empty());
+            assert_eq!(routed(&detector, event), direct(&detector, event));
         }
     }
 }

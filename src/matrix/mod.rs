@@ -311,15 +311,10 @@ impl Matrix {
                 self.services.get(key).copied()
             })
         };
-        let at = Memo::with(
-            &SERVICES,
-            self.memo_id,
-            &[cloud.as_str().as_bytes(), service.as_bytes()],
-            find,
-            |at| *at,
-        )
-        .unwrap_or_else(find);
-        at.map(|at| &self.rows[at as usize].1)
+        let parts = [cloud.as_str().as_bytes(), service.as_bytes()];
+        let at = Memo::with(&SERVICES, self.memo_id, &parts, find, |at| *at);
+        at.and_then(|at| self.rows.get(at as usize))
+            .map(|(_, row)| row)
     }
 
     /// (name as written, row) for every service.
