@@ -1,6 +1,8 @@
 //! The detector: one event in, findings out.
 //!
-//! For each event: the index yields the candidate rules; each whose outcome
+//! For each event: the index yields the candidate rules (remembered per
+//! thread by the event's cloud, service, operation and identity type, with
+//! whether the matrix lists the service: `Route`); each whose outcome
 //! filter and conditions hold produces a finding, enriched from the matrix
 //! (responsibility side of the rule's domain for the event's service, owning
 //! team, data tier, severity adjusted by the tier). Then three matrix checks:
