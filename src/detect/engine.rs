@@ -106,8 +106,8 @@ pub type Matched = smallvec::SmallVec<[u32; 6]>;
 /// What an event's cloud, service, operation and identity type resolve to:
 /// the same for every event that shares them, and a log repeats a few
 /// hundred such combinations. Each thread remembers them ([`ROUTES`]): one
-/// hash of the names as written instead of lower-casing them and six map
-/// lookups (the index's four, the matrix's).
+/// hash of the names as written instead of lower-casing them three times
+/// and five map lookups (the index's four, the matrix's one).
 struct Route {
     /// The index's candidate rules, in its order.
     candidates: Box<[u32]>,
