@@ -378,3 +378,98 @@ fn moving_an_idle_stream_on_fires_an_absence_deadline() {
         .advance_to(&mut stream, at(21), &mut out);
     assert_eq!(absence(&out), 1);
 }
+
+/// A replay's stream holds back the observations of a sequence's later
+/// steps until their millisecond is complete, and drops those whose group
+/// has no sequence begun. A start of the same millisecond that arrives
+/// after such an observation but sorts before it must still count: the
+/// ordered stream finds what the stream with lateness finds, in every
+/// arrival order, however the event ids' tie-break falls.
+#[test]
+fn held_back_sequence_steps_meet_a_start_of_the_same_millisecond() {
+    let analyzer = analyzer(CorrelationConfig::default());
+    let created = |id: usize, time: &str, key: &str| {
+        format!(
+            r#"{{"eventVersion":"1.09","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111111111111:user/mallory","accountId":"111111111111","userName":"mallory","principalId":"AIDAEXAMPLEMALLORY01","accessKeyId":"AKIAEXAMPLEMALLORY01"}},"eventTime":"{time}","eventSource":"iam.amazonaws.com","eventName":"CreateAccessKey","awsRegion":"us-east-1","sourceIPAddress":"198.51.100.7","requestParameters":{{"userName":"svc-deploy"}},"responseElements":{{"accessKey":{{"accessKeyId":"{key}","status":"Active","userName":"svc-deploy"}}}},"eventID":"c0a1e7e5-0000-4000-8000-{id:012}","readOnly":false,"eventType":"AwsApiCall","recipientAccountId":"111111111111"}}"#
+        )
+    };
+    let used = |id: usize, time: &str, key: &str| {
+        format!(
+            r#"{{"eventVersion":"1.09","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111111111111:user/svc-deploy","accountId":"111111111111","userName":"svc-deploy","principalId":"AIDAEXAMPLESVCDEPLOY","accessKeyId":"{key}"}},"eventTime":"{time}","eventSource":"s3.amazonaws.com","eventName":"ListBuckets","awsRegion":"us-east-1","sourceIPAddress":"203.0.113.99","requestParameters":null,"responseElements":null,"eventID":"c0a1e7e5-0000-4000-8000-{id:012}","readOnly":true,"eventType":"AwsApiCall","recipientAccountId":"111111111111"}}"#
+        )
+    };
+    let decoder = Decoder::default();
+    let decode = |json: &str| {
+        decoder
+            .decode_owned(json.as_bytes())
+            .pop()
+            .unwrap()
+            .unwrap()
+    };
+    let same = "2025-03-01T10:00:00Z";
+    // Group state is shared by the streams of one analyzer: each run has
+    // keys of its own, and findings are compared by rule and evidence.
+    let mut run_number = 0;
+    let mut findings = |n: usize, order: &[usize], later: bool, mut stream: Stream| {
+        run_number += 1;
+        let key = format!("AKIAEXAMPLE{n:02}R{run_number:04}");
+        // Another key used in the same millisecond: no sequence, dropped.
+        let other = format!("AKIAEXAMPLEOTHER{run_number:04}");
+        let events = [
+            decode(&used(100 + n, same, &key)),
+            decode(&used(200 + n, same, &other)),
+            decode(&created(300 + n, same, &key)),
+            decode(&used(400 + n, "2025-03-01T10:00:01Z", &key)),
+        ];
+        let mut scratch = Scratch::default();
+        let mut out = Vec::new();
+        let fed = order.iter().copied().chain(later.then_some(3));
+        for i in fed {
+            let source = SourceRef::File {
+                path: "held-back",
+                line: i as u64,
+                index: 0,
+            };
+            analyzer.process(&events[i], source, &mut stream, &mut scratch, &mut out);
+        }
+        analyzer.finish(&mut stream, &mut out);
+        out.into_iter()
+            .filter(|f| f.kind == FindingKind::Correlation)
+            .map(|f| {
+                let ids: Vec<String> = f.evidence.iter().map(|e| e.event_id.clone()).collect();
+                (f.rule_id, ids)
+            })
+            .collect::<Vec<_>>()
+    };
+    let (mut fired, mut silent) = (0, 0);
+    for n in 0..12 {
+        // Every arrival order of the three events of one millisecond, and
+        // with a use a second later (which fires whatever the tie-break).
+        for order in [
+            [0, 1, 2],
+            [0, 2, 1],
+            [1, 0, 2],
+            [1, 2, 0],
+            [2, 0, 1],
+            [2, 1, 0],
+        ] {
+            for later in [false, true] {
+                let expected = findings(n, &order, later, Stream::new());
+                assert_eq!(
+                    findings(n, &order, later, Stream::in_time_order()),
+                    expected,
+                    "ids {n}, order {order:?}, later use {later}"
+                );
+                if later {
+                    assert_eq!(expected.len(), 1, "the later use fires");
+                } else if expected.is_empty() {
+                    silent += 1;
+                } else {
+                    fired += 1;
+                }
+            }
+        }
+    }
+    // The tie-break put the start first for some ids and last for others.
+    assert!(fired > 0 && silent > 0, "fired {fired}, silent {silent}");
+}

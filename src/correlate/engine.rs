@@ -426,6 +426,16 @@ pub struct Stream {
     /// Overrides the allowed lateness for this stream (a replay, which
     /// delivers in event-time order already).
     lateness: Option<i64>,
+    /// A replay's stream holds back the observations of a sequence's later
+    /// steps ([`Correlator::resolve_deferred`]): most find no sequence
+    /// begun for their group, and would cross the stream only to be
+    /// dropped when applied.
+    ordered: bool,
+    /// Those observations, until every observation of their time is in.
+    deferred: Vec<(PendingKey, Payload)>,
+    /// Sequence starts waiting in the stream, by group key: a held-back
+    /// observation of one of these groups goes into the stream after all.
+    starts: hashbrown::HashMap<u64, u32, BuildHasherDefault<IdHasher>>,
     /// Scratch for working out an event's observations.
     scratch: ObserveScratch,
     /// Counters kept here and added to the shared ones now and then, so
@@ -454,6 +464,9 @@ impl Default for Stream {
             deadlines: BinaryHeap::new(),
             muted: false,
             lateness: None,
+            ordered: false,
+            deferred: Vec::new(),
+            starts: hashbrown::HashMap::default(),
             scratch: ObserveScratch::default(),
             local: LocalCounters::default(),
         }
@@ -473,6 +486,7 @@ impl Stream {
     pub fn in_time_order() -> Stream {
         Stream {
             lateness: Some(1),
+            ordered: true,
             ..Stream::default()
         }
     }
@@ -493,7 +507,17 @@ impl Stream {
 
     /// Observations waiting for the watermark.
     pub fn pending(&self) -> usize {
-        self.ready.len() + self.in_order.len() + self.pending.len()
+        self.ready.len() + self.in_order.len() + self.pending.len() + self.deferred.len()
+    }
+
+    /// A sequence start has left the stream (to be applied).
+    fn start_applied(&mut self, key: u64) {
+        if let Some(n) = self.starts.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.starts.remove(&key);
+            }
+        }
     }
 
     /// Time of the oldest waiting observation.
@@ -579,6 +603,8 @@ impl Stream {
         self.slab.shrink_to_fit();
         self.free.shrink_to_fit();
         self.deadlines.shrink_to_fit();
+        self.deferred.shrink_to_fit();
+        self.starts.shrink_to_fit();
     }
 }
 
@@ -844,6 +870,13 @@ impl Correlator {
                     ev,
                     ctx,
                 };
+                if stream.ordered && self.correlations[o.corr as usize].kind == Kind::Sequence {
+                    if o.steps & 1 == 0 {
+                        stream.deferred.push((key, payload));
+                        continue;
+                    }
+                    *stream.starts.entry(o.key).or_default() += 1;
+                }
                 stream.push(key, payload);
             }
         }
@@ -1092,6 +1125,9 @@ impl Correlator {
     /// Applies pending observations and fires deadlines up to `upto`, in
     /// event-time order (an observation before a deadline at the same time).
     fn release(&self, stream: &mut Stream, upto: i64, out: &mut Vec<Finding>) {
+        if stream.deferred.iter().any(|(k, _)| k.time <= upto) {
+            self.resolve_deferred(stream, upto);
+        }
         loop {
             let obs = stream.next_time().filter(|&t| t <= upto);
             let due = stream
@@ -1101,13 +1137,13 @@ impl Correlator {
                 .filter(|&d| d <= upto);
             match (obs, due) {
                 (Some(t), Some(d)) if t <= d => {
-                    let Some(p) = stream.pop() else {
+                    let Some(p) = self.pop(stream) else {
                         break;
                     };
                     self.apply(stream, p, out);
                 }
                 (Some(_), None) => {
-                    let Some(p) = stream.pop() else {
+                    let Some(p) = self.pop(stream) else {
                         break;
                     };
                     self.apply(stream, p, out);
@@ -1120,6 +1156,42 @@ impl Correlator {
                 }
                 (None, None) => break,
             }
+        }
+    }
+
+    /// The stream's next observation, with its sequence start (if it is
+    /// one) no longer counted as waiting.
+    fn pop(&self, stream: &mut Stream) -> Option<Pending> {
+        let p = stream.pop()?;
+        if stream.ordered
+            && p.steps & 1 != 0
+            && self.correlations[p.corr as usize].kind == Kind::Sequence
+        {
+            stream.start_applied(p.key);
+        }
+        Some(p)
+    }
+
+    /// Settles the held-back observations of times up to `upto`, every
+    /// observation of which is in (the stream is in time order, and time
+    /// has moved past them). One whose group has a sequence begun, or a
+    /// start waiting in the stream, goes into the stream, where it sorts
+    /// among its time's observations as it always did; any other would
+    /// find no sequence when applied, which does nothing, and is dropped.
+    fn resolve_deferred(&self, stream: &mut Stream, upto: i64) {
+        let mut deferred = std::mem::take(&mut stream.deferred);
+        for (key, payload) in deferred.drain(..) {
+            if key.time > upto {
+                stream.deferred.push((key, payload));
+            } else if stream.starts.contains_key(&payload.key)
+                || self.state.contains_key(&payload.key)
+            {
+                stream.push(key, payload);
+            }
+        }
+        if stream.deferred.is_empty() {
+            // Keeps the allocation.
+            stream.deferred = deferred;
         }
     }
 
