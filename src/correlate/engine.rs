@@ -480,9 +480,12 @@ impl Stream {
 
     /// A stream whose input is in event-time order already (a replay): it
     /// releases each millisecond's observations once time moves past it,
-    /// instead of holding them for the allowed lateness. The findings are
-    /// the same (observations and deadlines are applied in the same order);
-    /// less is held, and for less long.
+    /// instead of holding them for the allowed lateness, and drops the
+    /// observations of a sequence's later steps whose group has no sequence
+    /// begun once their millisecond is complete. The findings are the same
+    /// (observations and deadlines are applied in the same order, and a
+    /// dropped observation would have done nothing); less is held, and for
+    /// less long.
     pub fn in_time_order() -> Stream {
         Stream {
             lateness: Some(1),
