@@ -136,8 +136,9 @@ impl<V> Memo<V> {
         memoized.unwrap_or_else(|(make, read)| read(&make()))
     }
 
-    /// Entries held (for tests).
-    pub fn len(memo: &'static std::thread::LocalKey<std::cell::RefCell<Memo<V>>>) -> usize {
+    /// Entries held.
+    #[cfg(test)]
+    fn len(memo: &'static std::thread::LocalKey<std::cell::RefCell<Memo<V>>>) -> usize {
         memo.with(|memo| memo.borrow().table.len())
     }
 }

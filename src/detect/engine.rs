@@ -153,11 +153,7 @@ impl Detector {
     /// thread's memo.
     fn route<R>(&self, event: &AuditEvent<'_>, read: impl FnOnce(&Route) -> R) -> R {
         let index = self.rules.index();
-        let kind = event
-            .principal
-            .native_type
-            .as_deref()
-            .filter(|_| index.keys_identity_type(event.cloud));
+        let kind = index.identity_type(event);
         let cloud = [event.cloud as u8];
         let parts: [&[u8]; 4] = [
             &cloud,

@@ -104,10 +104,15 @@ impl RuleIndex {
         index
     }
 
-    /// Whether rules of this cloud are indexed by identity type (then an
-    /// event's candidates depend on its type too).
-    pub fn keys_identity_type(&self, cloud: Cloud) -> bool {
-        !self.by_principal_type[cloud_slot(cloud)].is_empty()
+    /// The event's identity type as the index reads it: `None` when it has
+    /// none, or when no rule of its cloud is indexed by type (then its
+    /// candidates do not depend on it).
+    pub fn identity_type<'e>(&self, event: &'e AuditEvent<'_>) -> Option<&'e str> {
+        event
+            .principal
+            .native_type
+            .as_deref()
+            .filter(|_| !self.by_principal_type[cloud_slot(event.cloud)].is_empty())
     }
 
     /// Calls `f` with the index of every rule that could match the event; each
@@ -115,11 +120,7 @@ impl RuleIndex {
     /// per key), in the order of the buckets above.
     pub fn candidates(&self, event: &AuditEvent<'_>, mut f: impl FnMut(u32)) {
         let slot = cloud_slot(event.cloud);
-        let kind = event
-            .principal
-            .native_type
-            .as_deref()
-            .filter(|_| !self.by_principal_type[slot].is_empty());
+        let kind = self.identity_type(event);
         let cloud = event.cloud.as_str();
         let (service, operation) = (&*event.service, &*event.operation);
         LowerKey::with(&[cloud, service, operation], |key| {

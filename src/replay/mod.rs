@@ -389,15 +389,8 @@ fn read<T: Send>(
             // when an older one still waits (an export that jumps back in
             // time leaves its last events waiting to the end).
             let waiting: std::collections::BTreeSet<u32> = carry.iter().map(|e| e.bucket).collect();
-            let done: Vec<u32> = live
-                .keys()
-                .filter(|n| !waiting.contains(n))
-                .copied()
-                .collect();
-            for n in done {
-                if let Some(bucket) = live.remove(&n) {
-                    graveyard.bury(bucket);
-                }
+            for (_, bucket) in live.extract_if(.., |n, _| !waiting.contains(n)) {
+                graveyard.bury(bucket);
             }
             progress(&stats);
         }
